@@ -1,0 +1,59 @@
+"""Model conventions and small wrappers.
+
+A *model* is any callable ``model(z, t) -> eps``: a batch of states ``z`` and one timestep ``t``
+(a float or a 0-d tensor, in the schedule's units) to the predicted noise, the same shape as ``z``.
+An EDM *denoiser* is ``denoiser(x, sigma) -> x0_hat`` in EDM space (``alpha = 1``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import Tensor
+
+from .schedules import Schedule
+
+__all__ = ["CountingModel", "edm_denoiser_from_eps", "eps_model_from_denoiser"]
+
+EpsModel = Callable[[Tensor, float], Tensor]
+Denoiser = Callable[[Tensor, float], Tensor]
+
+
+class CountingModel:
+    """Wraps a model and counts its network evaluations in ``.calls`` (one per batch call)."""
+
+    def __init__(self, model: EpsModel):
+        self.model = model
+        self.calls = 0
+
+    def __call__(self, z: Tensor, t) -> Tensor:
+        self.calls += 1
+        return self.model(z, t)
+
+    def reset(self) -> None:
+        self.calls = 0
+
+    def __repr__(self) -> str:
+        return f"CountingModel({self.model!r}, calls={self.calls})"
+
+
+def edm_denoiser_from_eps(eps_model: EpsModel, schedule: Schedule) -> Denoiser:
+    """EDM denoiser ``D(x, s) = x - s * eps(alpha_t x, t)`` of an eps-model, with ``t`` such that ``sigma_t/alpha_t = s``."""
+
+    def denoiser(x: Tensor, edm_sigma) -> Tensor:
+        t = float(schedule.timestep_for_edm_sigma(float(edm_sigma)))
+        alpha = float(schedule.alpha(t))
+        return x - float(edm_sigma) * eps_model(alpha * x, t)
+
+    return denoiser
+
+
+def eps_model_from_denoiser(denoiser: Denoiser, schedule: Schedule) -> EpsModel:
+    """Eps-model ``eps(z, t) = (x - D(x, s)) / s`` of an EDM denoiser, with ``x = z / alpha_t`` and ``s = sigma_t / alpha_t``."""
+
+    def eps_model(z: Tensor, t) -> Tensor:
+        lvl = schedule.level(t)
+        x = z / lvl.alpha
+        return (x - denoiser(x, lvl.edm_sigma)) / lvl.edm_sigma
+
+    return eps_model

@@ -1,0 +1,40 @@
+"""Shared fixtures: schedules and exact models small enough for 2 CPU cores."""
+
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+import bdia
+from bdia.toy import GaussianMixture
+
+settings.register_profile("default", deadline=None, max_examples=25, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("BDIA_HYPOTHESIS_PROFILE", "default"))
+
+SCHEDULES = {
+    "sd": bdia.VPSchedule.stable_diffusion,
+    "ddpm": bdia.VPSchedule.ddpm,
+    "edm": bdia.EDMSchedule,
+}
+
+
+def make_mixture(dim: int, seed: int = 0, components: int = 5, std: float = 0.2) -> GaussianMixture:
+    g = torch.Generator().manual_seed(seed)
+    return GaussianMixture(torch.randn(components, dim, generator=g, dtype=torch.float64), std=std)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.fixture(params=sorted(SCHEDULES))
+def schedule(request):
+    return SCHEDULES[request.param]()
+
+
+@pytest.fixture
+def sd_schedule():
+    return bdia.VPSchedule.stable_diffusion()
