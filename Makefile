@@ -1,12 +1,14 @@
-# Two commands for a fresh machine (see README.md):
+# The README's two commands (run on a fresh machine; each installs into .venv first):
 #   make book   executes every chapter (ci profile) and builds the HTML book
-#   make test   runs the library tests and checks the executed chapters
+#   make test   library tests, executed chapters (papermill), their outputs (nbval), the book build (-W)
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+PROFILE ?= ci
 BIN := $(VENV)/bin
+EXECUTED := _build/executed/notebooks
 
-.PHONY: book test demo clean
+.PHONY: book test chapters html demo colab-branch clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +18,31 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[book]"
 	touch $@
 
+chapters: $(BIN)/.installed
+	$(BIN)/python book/build.py execute --profile $(PROFILE)
+
+html: $(BIN)/.installed
+	$(BIN)/python book/build.py html
+
+book: chapters html
+
+test: chapters
+	BDIA_REQUIRE_EXECUTED=1 $(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider $(EXECUTED)
+	$(BIN)/python book/build.py html
+
 demo: $(BIN)/.installed
 	$(BIN)/python -m bdia demo
 
-book: demo
-
-test: $(BIN)/.installed
-	$(BIN)/python -m pytest tests
+# Publish the chapters as unexecuted .ipynb files on the `colab` branch (for the Colab buttons).
+colab-branch: $(BIN)/.installed
+	rm -rf _build/colab && git worktree add --force _build/colab $$(git rev-parse --abbrev-ref HEAD)
+	cd _build/colab && (git checkout --orphan colab-new && git rm -rfq . || true)
+	$(BIN)/python book/build.py colab --out _build/colab
+	cd _build/colab && git add notebooks && git commit -qm "Colab notebooks for $$(git -C ../.. rev-parse --short HEAD)" \
+		&& git branch -f colab && git checkout -q --detach && git branch -D colab-new
+	git worktree remove --force _build/colab
+	@echo "branch 'colab' updated; push it with: git push origin colab"
 
 clean:
 	rm -rf _build

@@ -4,15 +4,15 @@ The grid of a run is ``schedule.timesteps(num_steps)``: ``t_N > ... > t_1 > t_0`
 down, inversion walks it up, and an :class:`InversionState` carries exactly what reconstruction
 needs from one to the other:
 
-============  ============================  =======================  ==================
-method        state (at the noisy end)      network calls: invert    reconstruct
-============  ============================  =======================  ==================
+============  =============================  =======================  ===========
+method        state (at the noisy end)       network calls: invert    reconstruct
+============  =============================  =======================  ===========
 ``ddim``      ``z_N``                        N (approximate, eq. 10)  N
 ``edict``     the pair ``(x_N, y_N)``        2N                       2N
 ``bdia``      the pair ``(z_N, z_{N-1})``    N                        N - 1
 ``obelm``     the pair ``(z_N, z_{N-1})``    N                        N - 1
 ``bdia-edm``  the pair ``(z_N, z_{N-1})``    2N - 2                   2N - 3
-============  ============================  =======================  ==================
+============  =============================  =======================  ===========
 
 ``heun`` samples only (it has no exact inverse).
 """
