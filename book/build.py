@@ -99,8 +99,15 @@ def html() -> int:
         shutil.copy2(ROOT / name, STAGE / name)
     shutil.copytree(ROOT / "book", STAGE / "book", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     (STAGE / "notebooks").mkdir()
+    import nbformat
+
     for chapter in chapters():
-        shutil.copy2(EXECUTED / f"{chapter}.ipynb", STAGE / f"{chapter}.ipynb")
+        nb = nbformat.read(EXECUTED / f"{chapter}.ipynb", as_version=4)
+        for cell in nb.cells:  # papermill's copy of the parameters is noise for a reader
+            tags = cell.metadata.setdefault("tags", [])
+            if "injected-parameters" in tags:
+                tags.append("remove-cell")
+        nbformat.write(nb, STAGE / f"{chapter}.ipynb")
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(STAGE), "--path-output", str(SITE),
            "--warningiserror", "--keep-going", "--all"]
     print(" ".join(cmd), flush=True)
