@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .models import CountingModel
-from .samplers import METHODS, invert, method_defaults, sample
+from .samplers import METHODS, _resolve, invert, method_defaults, sample
 
 __all__ = ["MethodSpec", "RoundTrip", "round_trip", "relative_error", "parse_methods"]
 
@@ -32,6 +32,7 @@ class MethodSpec:
         if unknown:
             raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))} for {self.method!r}; allowed: "
                              f"{', '.join(sorted(method_defaults(self.method))) or 'none'}")
+        _resolve(self.method, self.options, inverting=False)  # values: gamma in [0, 1], p in (0, 1]
 
     @classmethod
     def parse(cls, text: str) -> "MethodSpec":

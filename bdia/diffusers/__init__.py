@@ -1,0 +1,35 @@
+"""diffusers integration: adapters at the edge of the library (the core never imports this package).
+
+* :func:`load_unet`, :func:`load_pipeline`: one loading path for hub ids and local folders, with an
+  error that says when a model is not available offline;
+* :class:`UNetEpsModel`, :class:`StableDiffusionEpsModel`: diffusers networks as ``model(z, t) -> eps``,
+  with class labels or text prompts and classifier-free guidance;
+* :class:`BDIAScheduler`: BDIA-DDIM as a diffusers scheduler, for any standard pipeline;
+* :func:`encode_image`, :func:`decode_latents`, :func:`invert_image`, :func:`edit_image`: real-image
+  inversion and editing with Stable Diffusion;
+* :func:`tiny_stable_diffusion`: a miniature, randomly initialised Stable Diffusion pipeline built in
+  code, for tests and the ``ci`` profile.
+"""
+
+from .editing import EditResult, decode_latents, edit_image, encode_image, invert_image, pipeline_resolution
+from .loading import ModelNotAvailableError, load_pipeline, load_unet
+from .models import StableDiffusionEpsModel, UNetEpsModel, schedule_from_scheduler
+from .scheduler import BDIAScheduler
+from .tiny import tiny_stable_diffusion
+
+__all__ = [
+    "load_unet",
+    "load_pipeline",
+    "ModelNotAvailableError",
+    "UNetEpsModel",
+    "StableDiffusionEpsModel",
+    "schedule_from_scheduler",
+    "BDIAScheduler",
+    "encode_image",
+    "decode_latents",
+    "invert_image",
+    "edit_image",
+    "EditResult",
+    "pipeline_resolution",
+    "tiny_stable_diffusion",
+]

@@ -1,0 +1,64 @@
+"""Load diffusers models from a hub id or a local folder through one function, failing clearly offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+__all__ = ["ModelNotAvailableError", "load_unet", "load_pipeline"]
+
+_CI_HINT = ("The 'paper' profile downloads hub models and needs internet access; the 'ci' profile uses models "
+            "that ship with bdia (bdia.digits.shipped_model_path()) or are built in code "
+            "(bdia.diffusers.tiny_stable_diffusion()).")
+
+
+class ModelNotAvailableError(OSError):
+    """A model id is neither a local folder nor in the Hugging Face cache, and cannot be downloaded."""
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or \
+        os.environ.get("BDIA_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _load(cls, model_id, **kwargs):
+    if Path(str(model_id)).expanduser().is_dir():
+        return cls.from_pretrained(Path(str(model_id)).expanduser(), **kwargs)
+    try:  # the local Hugging Face cache first: no network
+        return cls.from_pretrained(model_id, local_files_only=True, **kwargs)
+    except Exception as cached_error:  # noqa: BLE001 - diffusers raises several kinds here
+        if _offline():
+            raise ModelNotAvailableError(f"model {model_id!r} is not available offline: it is not a local folder and "
+                                         f"not in the Hugging Face cache. {_CI_HINT}") from cached_error
+    try:
+        return cls.from_pretrained(model_id, **kwargs)
+    except Exception as error:  # noqa: BLE001
+        raise ModelNotAvailableError(f"model {model_id!r} could not be loaded or downloaded ({type(error).__name__}: "
+                                     f"{str(error).splitlines()[0][:200]}). {_CI_HINT}") from error
+
+
+def load_unet(model_id, subfolder: str | None = None, dtype: torch.dtype = torch.float32, device="cpu"):
+    """A diffusers ``UNet2DModel`` from a hub id (``google/ddpm-cifar10-32``) or a local folder.
+
+    The shipped digits model loads the same way: ``load_unet(bdia.digits.shipped_model_path())``.
+    """
+    from diffusers import UNet2DModel
+
+    kwargs = {"subfolder": subfolder} if subfolder else {}
+    unet = _load(UNet2DModel, model_id, **kwargs).to(device).eval()
+    return unet.to(dtype=dtype) if unet.dtype != dtype else unet  # a no-op cast still logs a warning
+
+
+def load_pipeline(model_id, dtype: torch.dtype = torch.float32, device="cpu"):
+    """A ``StableDiffusionPipeline`` from a hub id (``stable-diffusion-v1-5/stable-diffusion-v1-5``,
+    ``stabilityai/stable-diffusion-2-1-base``) or a local folder (e.g. a saved :func:`tiny_stable_diffusion`)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = _load(StableDiffusionPipeline, model_id, safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(device)
+    if dtype != pipe.unet.dtype:  # a no-op cast still makes diffusers log a warning
+        pipe.to(dtype=dtype)
+    return pipe

@@ -1,0 +1,130 @@
+"""diffusers networks as ``model(z, t) -> eps`` callables for :func:`bdia.sample` and :func:`bdia.invert`."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..schedules import VPSchedule
+
+__all__ = ["UNetEpsModel", "StableDiffusionEpsModel", "schedule_from_scheduler"]
+
+
+def schedule_from_scheduler(scheduler) -> VPSchedule:
+    """The :class:`~bdia.VPSchedule` of a diffusers DDIM-style scheduler (its betas, spacing and final alpha)."""
+    return VPSchedule.from_diffusers_config(scheduler.config)
+
+
+def _check_prediction_type(config, allow_v_prediction: bool, what: str) -> str:
+    kind = config.get("prediction_type", "epsilon")
+    if kind == "epsilon":
+        return kind
+    if kind == "v_prediction":
+        if allow_v_prediction:
+            return kind
+        raise ValueError(f"{what} is a v-prediction model (prediction_type='v_prediction'). Inversion with such models "
+                         "(e.g. Stable Diffusion 2.1 at 768 px) is known to collapse; use an eps-prediction model such "
+                         "as stabilityai/stable-diffusion-2-1-base, or pass allow_v_prediction=True to convert its "
+                         "output exactly (eps = alpha_t v + sigma_t z).")
+    raise ValueError(f"{what} predicts {kind!r}; only 'epsilon' (and, on request, 'v_prediction') are supported")
+
+
+class _EpsBase:
+    def __init__(self, network, scheduler_config, allow_v_prediction: bool, what: str):
+        self.network = network
+        self.prediction_type = _check_prediction_type(scheduler_config, allow_v_prediction, what)
+        self.schedule = VPSchedule.from_diffusers_config(scheduler_config)
+
+    def _to_eps(self, out: Tensor, z: Tensor, t) -> Tensor:
+        out = out.to(z.dtype)
+        if self.prediction_type == "v_prediction":
+            lvl = self.schedule.level(t)
+            return lvl.alpha * out + lvl.sigma * z
+        return out
+
+    @staticmethod
+    def _guide(out: Tensor, guidance_scale: float) -> Tensor:
+        uncond, cond = out.chunk(2)
+        return uncond + guidance_scale * (cond - uncond)
+
+
+class UNetEpsModel(_EpsBase):
+    """A diffusers ``UNet2DModel`` as ``model(z, t) -> eps``.
+
+    ``class_labels``: one label per sample (class-conditional models); ``guidance_scale > 1`` adds
+    classifier-free guidance against ``null_class``, batching the conditional and unconditional passes.
+    The network runs in its own dtype; its output is returned in the dtype of ``z``.
+    """
+
+    def __init__(self, unet, class_labels: Tensor | None = None, guidance_scale: float = 1.0,
+                 null_class: int | None = None, scheduler_config: dict | None = None,
+                 allow_v_prediction: bool = False):
+        config = scheduler_config or {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
+        super().__init__(unet, config, allow_v_prediction, "this UNet")
+        if guidance_scale > 1 and null_class is None:
+            raise ValueError("classifier-free guidance (guidance_scale > 1) needs null_class, the unconditional label")
+        if guidance_scale > 1 and class_labels is None:
+            raise ValueError("classifier-free guidance needs class_labels")
+        self.class_labels, self.guidance_scale, self.null_class = class_labels, float(guidance_scale), null_class
+
+    def _labels(self, batch: int, device) -> Tensor | None:
+        if self.class_labels is None:
+            return None
+        labels = torch.as_tensor(self.class_labels, device=device).long().flatten()
+        if labels.numel() == 1:
+            labels = labels.expand(batch)
+        if labels.numel() != batch:
+            raise ValueError(f"{labels.numel()} class labels for a batch of {batch} states")
+        return labels
+
+    @torch.no_grad()
+    def __call__(self, z: Tensor, t) -> Tensor:
+        net_dtype = next(self.network.parameters()).dtype
+        labels = self._labels(z.shape[0], z.device)
+        x = z.to(net_dtype)
+        if self.guidance_scale > 1:
+            null = torch.full_like(labels, self.null_class)
+            out = self._guide(self.network(torch.cat([x, x]), t, class_labels=torch.cat([null, labels])).sample,
+                              self.guidance_scale)
+        else:
+            out = self.network(x, t, class_labels=labels).sample
+        return self._to_eps(out, z, t)
+
+
+class StableDiffusionEpsModel(_EpsBase):
+    """A Stable Diffusion pipeline's UNet with a text prompt as ``model(z, t) -> eps``.
+
+    Prompts are encoded once. With ``guidance_scale > 1`` (as in diffusers' pipelines) the unconditional
+    (``negative_prompt``) and conditional passes run as one batch and are combined as
+    ``eps_u + guidance_scale * (eps_c - eps_u)``. The UNet runs in its own dtype (e.g. float16 on a GPU);
+    the returned eps has the dtype of the latents, so exactness depends only on the latents' dtype.
+    """
+
+    def __init__(self, pipe, prompt: str | list[str], guidance_scale: float = 1.0, negative_prompt: str = "",
+                 allow_v_prediction: bool = False):
+        super().__init__(pipe.unet, pipe.scheduler.config, allow_v_prediction, "this pipeline")
+        self.guidance_scale = float(guidance_scale)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        with torch.no_grad():
+            cond, uncond = pipe.encode_prompt(prompts, pipe.unet.device, 1, self.guidance_scale > 1,
+                                              negative_prompt=[negative_prompt] * len(prompts))
+        self.cond, self.uncond = cond, uncond
+
+    def _embeddings(self, emb: Tensor, batch: int) -> Tensor:
+        if emb.shape[0] == batch:
+            return emb
+        if emb.shape[0] == 1:
+            return emb.expand(batch, *emb.shape[1:])
+        raise ValueError(f"{emb.shape[0]} prompts for a batch of {batch} latents")
+
+    @torch.no_grad()
+    def __call__(self, z: Tensor, t) -> Tensor:
+        x = z.to(self.network.dtype)
+        cond = self._embeddings(self.cond, z.shape[0])
+        if self.guidance_scale > 1:
+            uncond = self._embeddings(self.uncond, z.shape[0])
+            out = self.network(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+            out = self._guide(out, self.guidance_scale)
+        else:
+            out = self.network(x, t, encoder_hidden_states=cond).sample
+        return self._to_eps(out, z, t)

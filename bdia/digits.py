@@ -1,0 +1,146 @@
+"""The ``ci`` profile's real data and trained models: ``sklearn.datasets.load_digits`` (1797 8x8 digits).
+
+* :func:`load_digits_images`: the data as ``(n, 1, 8, 8)`` images in [-1, 1] with labels.
+* :func:`train_diffusion_model`: a class-conditional DDPM (diffusers ``UNet2DModel``, DDPM's linear
+  schedule, eps-prediction, classifier-free guidance by label dropout). ``python -m bdia train-digits``
+  reproduces the shipped weights in ``bdia/weights/digits-unet`` (a few minutes on 2 CPU cores).
+* :class:`DigitClassifier` and :func:`train_classifier`: a small CNN whose penultimate features define
+  the Fréchet distance of the ``ci`` profile, as Inception's do for CIFAR10.
+
+The diffusion model is the same class as ``google/ddpm-cifar10-32`` and is loaded by the same
+function (:func:`bdia.diffusers.load_unet`), so the ``ci`` FID runs the ``paper`` code path.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .schedules import VPSchedule
+
+__all__ = ["NUM_CLASSES", "NULL_CLASS", "load_digits_images", "train_test_split", "unet_config",
+           "train_diffusion_model", "shipped_model_path", "DigitClassifier", "train_classifier"]
+
+NUM_CLASSES = 10
+#: the label of the unconditional (dropped) class used for classifier-free guidance
+NULL_CLASS = 10
+
+
+def load_digits_images(dtype=torch.float32) -> tuple[Tensor, Tensor]:
+    """All 1797 digits as ``(images (n, 1, 8, 8) in [-1, 1], labels (n,))``."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.as_tensor(bunch.images, dtype=torch.float64) / 8.0 - 1.0
+    return images[:, None].to(dtype), torch.as_tensor(bunch.target, dtype=torch.long)
+
+
+def train_test_split(labels: Tensor, test_fraction: float = 0.2, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Seeded, per-class split; returns index tensors ``(train, test)``."""
+    gen = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for c in labels.unique():
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        k = int(round(test_fraction * len(idx)))
+        test.append(idx[:k])
+        train.append(idx[k:])
+    return torch.cat(train).sort().values, torch.cat(test).sort().values
+
+
+def unet_config() -> dict:
+    """The diffusers ``UNet2DModel`` configuration of the digits model (class-conditional, 8x8)."""
+    return dict(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(32, 64),
+                down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                norm_num_groups=8, num_class_embeds=NUM_CLASSES + 1)
+
+
+def shipped_model_path() -> Path:
+    """Folder of the shipped digits model (``config.json`` + safetensors weights)."""
+    return Path(str(resources.files("bdia") / "weights" / "digits-unet"))
+
+
+def train_diffusion_model(steps: int = 2500, batch_size: int = 128, lr: float = 2e-3, p_uncond: float = 0.15,
+                          ema_decay: float = 0.995, seed: int = 0, progress: bool = True):
+    """Train the class-conditional digits DDPM on all 1797 digits; returns the EMA ``UNet2DModel``.
+
+    Loss: ``|| eps_theta(alpha_t x + sigma_t eps, t, c) - eps ||^2`` with ``t`` uniform on DDPM's 1000 steps
+    and the label replaced by :data:`NULL_CLASS` with probability ``p_uncond``.
+    """
+    import copy
+
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    images, labels = load_digits_images()
+    abar = VPSchedule.ddpm().alphas_cumprod.float()
+    model = UNet2DModel(**unet_config())
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min(1.0, (k + 1) / 100) * 0.5 * (1 + math.cos(math.pi * k / steps)))
+    for _ in tqdm(range(steps), desc="training digits DDPM", disable=not progress):
+        idx = torch.randint(0, len(images), (batch_size,), generator=gen)
+        x, c = images[idx], labels[idx].clone()
+        c[torch.rand(batch_size, generator=gen) < p_uncond] = NULL_CLASS
+        t = torch.randint(0, len(abar), (batch_size,), generator=gen)
+        eps = torch.randn(x.shape, generator=gen)
+        a = abar[t].view(-1, 1, 1, 1)
+        z = a.sqrt() * x + (1 - a).sqrt() * eps
+        loss = (model(z, t, class_labels=c).sample - eps).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), model.parameters()):
+                p_ema.lerp_(p, 1 - ema_decay)
+    return ema.eval()
+
+
+class DigitClassifier(nn.Module):
+    """A small CNN for 8x8 digits; :meth:`features` (64-d, penultimate layer) feed the Fréchet distance."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(64, 64), nn.ReLU())
+        self.head = nn.Linear(64, NUM_CLASSES)
+
+    def features(self, images: Tensor) -> Tensor:
+        return self.body(images.float())
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.features(images))
+
+
+def train_classifier(seed: int = 0, epochs: int = 30, batch_size: int = 64,
+                     progress: bool = False) -> tuple[DigitClassifier, float]:
+    """Train :class:`DigitClassifier` on a seeded 80 % split; returns ``(model, test accuracy)``."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    images, labels = load_digits_images()
+    train, test = train_test_split(labels, seed=seed)
+    model = DigitClassifier()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for _ in tqdm(range(epochs), desc="training digit classifier", disable=not progress):
+        model.train()
+        for batch in train[torch.randperm(len(train), generator=gen)].split(batch_size):
+            # small random shifts make the features robust to the samplers' imperfections
+            x = torch.roll(images[batch], shifts=tuple(torch.randint(-1, 2, (2,), generator=gen).tolist()), dims=(2, 3))
+            loss = nn.functional.cross_entropy(model(x), labels[batch])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(images[test]).argmax(-1) == labels[test]).float().mean().item()
+    return model, accuracy

@@ -1,0 +1,343 @@
+"""FID experiments that survive interruption: samples in shards, statistics with torchmetrics.
+
+``run_fid`` samples ``num_samples`` images per (method, network-call budget), writes them as shards of
+``batch_size`` uint8 images (``samples/<method>/calls<NNN>/shard_<KKKKK>.safetensors``, each written
+to a temporary file and renamed, so a shard on disk is always complete), and skips every shard that
+already exists when it is run again. Shard ``k`` always starts from the same noise (seeded by ``seed``
+and ``k``), the same for every method, so comparisons are paired and a resumed run equals an
+uninterrupted one. Shards are spread over processes with Hugging Face ``accelerate``
+(``accelerate launch -m bdia fid ...``); the main process computes the Fréchet distances with
+``torchmetrics.image.fid.FrechetInceptionDistance`` and writes ``results.csv`` and ``results.json``.
+
+Profiles:
+
+* ``paper``: ``google/ddpm-cifar10-32`` (unconditional DDPM), 3x32x32 images, torchmetrics' default
+  2048-d InceptionV3 features (torch-fidelity's port of the TF-FID network, the one the FID literature
+  uses), reference statistics from the 50,000 CIFAR10 training images (Hugging Face ``datasets``).
+* ``ci``: the digits DDPM shipped with bdia, sampled unconditionally, 1x8x8 images; the Fréchet
+  distance in the 64-d feature space of :class:`bdia.digits.DigitClassifier` (trained, seeded, on first
+  use and stored in the output folder); reference: all 1797 digits. These are digits, not CIFAR10.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .experiments import MethodSpec, parse_methods
+from .models import CountingModel
+from .samplers import sample
+from .schedules import VPSchedule
+
+__all__ = ["FIDConfig", "run_fid", "steps_for_budget", "frechet_distance", "DigitFeatures", "PROFILES",
+           "read_results", "fingerprint", "ManifestMismatchError"]
+
+PROFILES = ("ci", "paper")
+PAPER_MODEL = "google/ddpm-cifar10-32"
+
+
+def steps_for_budget(method: str, calls: int) -> int:
+    """The most steps whose network calls fit in ``calls`` (N for DDIM/BDIA/O-BELM, 2N for EDICT, 2N-1 for Heun)."""
+    if method in ("edict",):
+        steps = calls // 2
+    elif method in ("heun", "bdia-edm"):
+        steps = (calls + 1) // 2
+    else:
+        steps = calls
+    minimum = 2 if method in ("bdia", "obelm", "bdia-edm") else 1
+    if steps < minimum:
+        raise ValueError(f"a budget of {calls} network calls is too small for {method!r}")
+    return steps
+
+
+def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
+    """``|mu1 - mu2|^2 + tr(C1 + C2 - 2 (C1 C2)^(1/2))``, computed directly (scipy's sqrtm), for cross-checks."""
+    from scipy import linalg
+
+    covmean = linalg.sqrtm(cov1 @ cov2)
+    covmean = covmean.real if np.iscomplexobj(covmean) else covmean
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(cov1 + cov2 - 2 * covmean))
+
+
+class DigitFeatures(nn.Module):
+    """uint8 digit images ``(n, 1, 8, 8)`` to the 64-d penultimate features of a :class:`~bdia.digits.DigitClassifier`."""
+
+    num_features = 64
+
+    def __init__(self, classifier):
+        super().__init__()
+        self.classifier = classifier.eval()
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        return self.classifier.features(images.float() / 127.5 - 1.0)
+
+
+@dataclass
+class FIDConfig:
+    """What :func:`run_fid` computes; ``model=None`` picks the profile's model."""
+
+    out_dir: Path
+    profile: str = "ci"
+    methods: list = field(default_factory=lambda: ["ddim", "bdia:gamma=0.5"])
+    budgets: list = field(default_factory=lambda: [10, 20])
+    num_samples: int = 2000
+    batch_size: int = 500
+    seed: int = 0
+    model: str | None = None
+    device: str = "cpu"
+    progress: bool = True
+
+    def __post_init__(self):
+        self.out_dir = Path(self.out_dir)
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}; allowed: {', '.join(PROFILES)}")
+        self.methods = parse_methods(self.methods)
+        if self.num_samples < 2 or self.batch_size < 1:
+            raise ValueError("need num_samples >= 2 and batch_size >= 1")
+        for spec in self.methods:
+            for calls in self.budgets:
+                steps_for_budget(spec.method, calls)
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_samples // self.batch_size)
+
+
+class ManifestMismatchError(ValueError):
+    """An output folder holds shards made with another model, seed, batch size or version of the samplers."""
+
+
+_CODE_FILES = ("samplers.py", "steps.py", "schedules.py", "fid.py", "diffusers/models.py")
+
+
+def _hash_file(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fingerprint(cfg: "FIDConfig", model_id: str) -> dict:
+    """What the shards in an output folder depend on: sampler code, model weights, seed, sizes."""
+    import hashlib
+
+    root = Path(__file__).parent
+    code = hashlib.sha256("".join(_hash_file(root / f) for f in _CODE_FILES).encode()).hexdigest()
+    model_path = Path(model_id)
+    weights = sorted(model_path.glob("*.safetensors")) if model_path.is_dir() else []
+    model_hash = hashlib.sha256("".join(_hash_file(w) for w in weights).encode()).hexdigest() if weights else model_id
+    return {"code": code, "model": model_id if not weights else model_path.name, "model_hash": model_hash,
+            "seed": cfg.seed, "batch_size": cfg.batch_size, "num_samples": cfg.num_samples, "profile": cfg.profile}
+
+
+def _check_manifest(cfg: "FIDConfig", expected: dict) -> None:
+    path = cfg.out_dir / "manifest.json"
+    if path.exists():
+        found = json.loads(path.read_text())
+        diff = sorted(k for k in expected if found.get(k) != expected[k])
+        if diff:
+            raise ManifestMismatchError(
+                f"{cfg.out_dir} holds shards made with a different {', '.join(diff)} (see manifest.json); resuming "
+                "would mix them. Use a new output folder, or delete this one to start over.")
+    else:
+        cfg.out_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(expected, indent=2))
+
+
+def _slug(spec: MethodSpec) -> str:
+    return str(spec).replace(":", "_").replace("=", "").replace(",", "_")
+
+
+def _shard_path(cfg: FIDConfig, spec: MethodSpec, calls: int, k: int) -> Path:
+    return cfg.out_dir / "samples" / _slug(spec) / f"calls{calls:03d}" / f"shard_{k:05d}.safetensors"
+
+
+def _write_atomic(path: Path, images: Tensor, metadata: dict) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({"images": images.contiguous()}, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+    os.replace(tmp, path)
+
+
+def _load_shard(path: Path) -> Tensor:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))["images"]
+
+
+def _to_uint8(x: Tensor) -> Tensor:
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+class _Profile:
+    """Model, sample shape, features and reference images of a profile."""
+
+    def __init__(self, cfg: FIDConfig):
+        from .diffusers import UNetEpsModel, load_unet
+
+        self.cfg = cfg
+        self.schedule = VPSchedule.ddpm()
+        if cfg.profile == "ci":
+            from . import digits
+
+            self.model_id = str(cfg.model or digits.shipped_model_path())
+            unet = load_unet(self.model_id, device=cfg.device)
+            labels = torch.full((cfg.batch_size,), digits.NULL_CLASS, device=cfg.device)  # unconditional samples
+            self.eps_model = UNetEpsModel(unet, class_labels=labels)
+            self.features_name = "digit classifier, 64-d penultimate features"
+        else:
+            self.model_id = str(cfg.model or PAPER_MODEL)
+            self.eps_model = UNetEpsModel(load_unet(self.model_id, device=cfg.device))
+            self.features_name = "InceptionV3 (torch-fidelity/TF-FID weights), 2048-d pool features"
+            unet = self.eps_model.network
+        self.shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+
+    def eps_for(self, batch: int):
+        if self.cfg.profile == "ci" and batch != self.cfg.batch_size:  # the last, smaller shard
+            from . import digits
+            from .diffusers import UNetEpsModel
+
+            return UNetEpsModel(self.eps_model.network,
+                                class_labels=torch.full((batch,), digits.NULL_CLASS, device=self.cfg.device))
+        return self.eps_model
+
+    def metric(self):
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        if self.cfg.profile == "ci":
+            return FrechetInceptionDistance(feature=DigitFeatures(self._classifier()), reset_real_features=False)
+        try:
+            return FrechetInceptionDistance(feature=2048, reset_real_features=False)
+        except ModuleNotFoundError as error:
+            raise ModuleNotFoundError("the paper profile's FID needs torch-fidelity (pip install torch-fidelity, "
+                                      "with a torchvision matching your torch)") from error
+
+    def _classifier(self):
+        from safetensors.torch import load_file, save_file
+
+        from . import digits
+
+        path = self.cfg.out_dir / "digit_classifier.safetensors"
+        model = digits.DigitClassifier()
+        if path.exists():
+            model.load_state_dict(load_file(str(path)))
+        else:
+            model, accuracy = digits.train_classifier(seed=self.cfg.seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file(model.state_dict(), str(path), metadata={"test_accuracy": f"{accuracy:.4f}"})
+        return model.eval()
+
+    def reference_images(self):
+        """Yields uint8 batches of the reference set."""
+        if self.cfg.profile == "ci":
+            from . import digits
+
+            images, _ = digits.load_digits_images()
+            yield _to_uint8(images)
+            return
+        try:
+            from datasets import load_dataset
+
+            data = load_dataset("uoft-cs/cifar10", split="train")
+        except Exception as error:  # noqa: BLE001
+            raise OSError("the paper profile needs the CIFAR10 training set from the Hugging Face hub "
+                          "(pip install datasets; internet access); the ci profile uses sklearn's digits") from error
+        for start in range(0, len(data), 1000):
+            chunk = data[start:start + 1000]["img"]
+            yield torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1) for im in chunk])
+
+
+def run_fid(cfg: FIDConfig, on_shard: Callable[[MethodSpec, int, int], None] | None = None) -> list[dict]:
+    """Sample every missing shard, then compute one Fréchet distance per (method, budget); see the module docstring.
+
+    ``on_shard(spec, calls, k)`` is called after each newly written shard (tests use it to interrupt a run).
+    Returns the result rows, also written to ``results.csv`` / ``results.json`` in ``cfg.out_dir``.
+    """
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=cfg.device == "cpu")
+    profile = _Profile(cfg)
+    if accelerator.is_main_process:
+        _check_manifest(cfg, fingerprint(cfg, profile.model_id))
+    accelerator.wait_for_everyone()
+    jobs = [(spec, calls, k) for spec in cfg.methods for calls in cfg.budgets for k in range(cfg.num_shards)]
+    mine = [job for i, job in enumerate(jobs) if i % accelerator.num_processes == accelerator.process_index]
+    todo = [job for job in mine if not _shard_path(cfg, *job).exists()]
+    seconds: dict[tuple[str, int], float] = {}
+    bar = tqdm(total=len(todo), desc="FID samples (shards)", disable=not (cfg.progress and accelerator.is_main_process))
+    for spec, calls, k in todo:
+        batch = min(cfg.batch_size, cfg.num_samples - k * cfg.batch_size)
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + k)
+        noise = torch.randn((batch, *profile.shape), generator=gen).to(cfg.device)
+        model = CountingModel(profile.eps_for(batch))
+        steps = steps_for_budget(spec.method, calls)
+        start = time.perf_counter()
+        out = sample(model, noise, _schedule_for(profile.schedule, spec), steps, spec.method, **spec.options)
+        seconds[(str(spec), calls)] = seconds.get((str(spec), calls), 0.0) + time.perf_counter() - start
+        _write_atomic(_shard_path(cfg, spec, calls, k), _to_uint8(out),
+                      {"method": spec, "steps": steps, "calls": model.calls, "seed": cfg.seed, "shard": k})
+        bar.update(1)
+        if on_shard is not None:
+            on_shard(spec, calls, k)
+    bar.close()
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return []
+    return _score(cfg, profile, seconds)
+
+
+def _schedule_for(schedule: VPSchedule, spec: MethodSpec) -> VPSchedule:
+    # EDM's samplers use EDM's grid; the DDIM family the uniform (trailing) one
+    return schedule.with_spacing("karras") if spec.method in ("heun", "bdia-edm") else schedule
+
+
+def _score(cfg: FIDConfig, profile: _Profile, seconds: dict) -> list[dict]:
+    from safetensors import safe_open
+
+    metric = profile.metric()
+    for images in profile.reference_images():
+        metric.update(images, real=True)
+    rows = []
+    for spec in cfg.methods:
+        for calls in cfg.budgets:
+            metric.reset()
+            paths = [_shard_path(cfg, spec, calls, k) for k in range(cfg.num_shards)]
+            for path in paths:
+                metric.update(_load_shard(path), real=False)
+            with safe_open(str(paths[0]), "pt") as f:
+                used_calls = int(f.metadata()["calls"])
+            rows.append({"profile": cfg.profile, "method": str(spec), "label": spec.label, "budget": calls,
+                         "steps": steps_for_budget(spec.method, calls), "calls": used_calls,
+                         "num_samples": cfg.num_samples, "fid": float(metric.compute()), "model": profile.model_id,
+                         "features": profile.features_name, "seed": cfg.seed,
+                         "sampling_seconds_this_run": round(seconds.get((str(spec), calls), 0.0), 2)})
+    with open(cfg.out_dir / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (cfg.out_dir / "results.json").write_text(json.dumps({"config": _config_record(cfg), "results": rows}, indent=2))
+    return rows
+
+
+def _config_record(cfg: FIDConfig) -> dict:
+    record = asdict(cfg)
+    record["out_dir"] = str(cfg.out_dir)
+    record["methods"] = [str(m) for m in cfg.methods]
+    return record
+
+
+def read_results(out_dir) -> list[dict]:
+    """The result rows of a finished run (``results.json``)."""
+    return json.loads((Path(out_dir) / "results.json").read_text())["results"]
