@@ -22,16 +22,16 @@ from .schedules import Schedule
 
 __all__ = ["GaussianMixture", "ideal_denoiser", "load_digits_data", "two_moons_mixture"]
 
-# bound on the (batch x components x dim) temporaries of one chunk
-_CHUNK_ELEMENTS = 1 << 23
+# bound on the (batch x components) temporaries of one chunk
+_CHUNK_ELEMENTS = 1 << 22
 
 
 class GaussianMixture:
     """Isotropic Gaussian mixture with exact diffused score, noise predictor and denoiser.
 
     ``means``: ``(K, d)``; ``std``: a scalar or ``(K,)`` (0 gives point masses); ``weights``: ``(K,)``,
-    normalised here (uniform if omitted). Parameters are kept in float64 and cast to the dtype of
-    the states they are evaluated on.
+    normalised here (uniform if omitted). Parameters are kept, and the posterior computed, in float64;
+    results are returned in the dtype of the states.
     """
 
     def __init__(self, means, std=0.1, weights=None):
@@ -62,38 +62,44 @@ class GaussianMixture:
         return self.means.shape[0]
 
     def _posterior(self, z: Tensor, alpha: float, sigma: float):
-        """Responsibilities and per-component variances of ``z = alpha x + sigma n``, in chunks."""
-        flat = z.reshape(z.shape[0], -1)
+        """Responsibilities and per-component variances of ``z = alpha x + sigma n``, in chunks.
+
+        Computed in float64 whatever the dtype of ``z`` (the result is cast back by the callers): squared
+        distances come from one matrix product, ``|z|^2 + |alpha mu|^2 - 2 alpha z.mu``, whose cancellation
+        error in float64 is far below the noise levels samplers visit.
+        """
+        flat = z.reshape(z.shape[0], -1).double()
         if flat.shape[1] != self.dim:
             raise ValueError(f"states have {flat.shape[1]} dimensions per sample, the mixture has {self.dim}")
-        dt, dev = z.dtype, z.device
-        mu = self.means.to(dev, dt) * alpha
-        var = (alpha**2) * self.std.to(dev, dt) ** 2 + sigma**2  # (K,)
-        log_w = torch.log(self.weights.to(dev, dt)) - 0.5 * self.dim * torch.log(var)
-        chunk = max(1, _CHUNK_ELEMENTS // (self.num_components * self.dim))
+        dev = z.device
+        mu = self.means.to(dev) * alpha
+        mu_sq = (mu * mu).sum(-1)
+        var = (alpha**2) * self.std.to(dev) ** 2 + sigma**2  # (K,)
+        log_w = torch.log(self.weights.to(dev)) - 0.5 * self.dim * torch.log(var)
+        chunk = max(1, _CHUNK_ELEMENTS // self.num_components)
         for start in range(0, flat.shape[0], chunk):
             zc = flat[start:start + chunk]
-            d2 = ((zc[:, None, :] - mu[None]) ** 2).sum(-1)  # (B, K); differences avoid cancellation
+            d2 = ((zc * zc).sum(-1, keepdim=True) + mu_sq - 2.0 * zc @ mu.T).clamp_min_(0.0)  # (B, K)
             resp = torch.softmax(log_w - 0.5 * d2 / var, dim=-1)
             yield start, zc, mu, var, resp
 
     def eps(self, z: Tensor, alpha: float, sigma: float) -> Tensor:
         """Exact noise predictor ``E[eps | z] = sigma * sum_k r_k (z - alpha mu_k) / v_k`` at level ``(alpha, sigma)``."""
-        out = torch.empty_like(z.reshape(z.shape[0], -1))
+        out = torch.empty(z.shape[0], self.dim, dtype=torch.float64, device=z.device)
         for start, zc, mu, var, resp in self._posterior(z, float(alpha), float(sigma)):
             w = resp / var  # (B, K)
             out[start:start + zc.shape[0]] = sigma * (w.sum(-1, keepdim=True) * zc - w @ mu)
-        return out.reshape(z.shape)
+        return out.reshape(z.shape).to(z.dtype)
 
     def posterior_mean(self, z: Tensor, alpha: float, sigma: float) -> Tensor:
         """Exact ``E[x | z]`` (the ideal x0-prediction) at level ``(alpha, sigma)``."""
-        out = torch.empty_like(z.reshape(z.shape[0], -1))
-        std2 = self.std.to(z.device, z.dtype) ** 2
+        out = torch.empty(z.shape[0], self.dim, dtype=torch.float64, device=z.device)
+        std2 = self.std.to(z.device) ** 2
         for start, zc, mu, var, resp in self._posterior(z, float(alpha), float(sigma)):
             gain = resp * (alpha * std2 / var)  # (B, K): weight of z in each component's posterior mean
-            mean = resp @ self.means.to(z.device, z.dtype) + gain.sum(-1, keepdim=True) * zc - gain @ mu
+            mean = resp @ self.means.to(z.device) + gain.sum(-1, keepdim=True) * zc - gain @ mu
             out[start:start + zc.shape[0]] = mean
-        return out.reshape(z.shape)
+        return out.reshape(z.shape).to(z.dtype)
 
     def eps_model(self, schedule: Schedule):
         """The exact noise predictor ``model(z, t)`` of the mixture diffused by ``schedule``."""
