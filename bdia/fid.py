@@ -40,7 +40,7 @@ from .samplers import sample
 from .schedules import VPSchedule
 
 __all__ = ["FIDConfig", "run_fid", "steps_for_budget", "frechet_distance", "DigitFeatures", "PROFILES",
-           "read_results", "fingerprint", "ManifestMismatchError"]
+           "read_results", "fingerprint", "fingerprinted_dir", "ManifestMismatchError"]
 
 PROFILES = ("ci", "paper")
 PAPER_MODEL = "google/ddpm-cifar10-32"
@@ -140,6 +140,25 @@ def fingerprint(cfg: "FIDConfig", model_id: str) -> dict:
             "seed": cfg.seed, "batch_size": cfg.batch_size, "num_samples": cfg.num_samples, "profile": cfg.profile}
 
 
+def default_model_id(cfg: "FIDConfig") -> str:
+    """The model a config uses: ``cfg.model``, else the profile's (shipped digits model, or the CIFAR10 DDPM)."""
+    if cfg.model:
+        return str(cfg.model)
+    if cfg.profile == "ci":
+        from .digits import shipped_model_path
+
+        return str(shipped_model_path())
+    return PAPER_MODEL
+
+
+def fingerprinted_dir(root, cfg: "FIDConfig") -> Path:
+    """``root/<profile>-<hash>``: a folder that only runs with the same code, model and sizes share."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(fingerprint(cfg, default_model_id(cfg)), sort_keys=True).encode()).hexdigest()
+    return Path(root) / f"{cfg.profile}-{digest[:12]}"
+
+
 def _check_manifest(cfg: "FIDConfig", expected: dict) -> None:
     path = cfg.out_dir / "manifest.json"
     if path.exists():
@@ -189,16 +208,15 @@ class _Profile:
 
         self.cfg = cfg
         self.schedule = VPSchedule.ddpm()
+        self.model_id = default_model_id(cfg)
         if cfg.profile == "ci":
             from . import digits
 
-            self.model_id = str(cfg.model or digits.shipped_model_path())
             unet = load_unet(self.model_id, device=cfg.device)
             labels = torch.full((cfg.batch_size,), digits.NULL_CLASS, device=cfg.device)  # unconditional samples
             self.eps_model = UNetEpsModel(unet, class_labels=labels)
             self.features_name = "digit classifier, 64-d penultimate features"
         else:
-            self.model_id = str(cfg.model or PAPER_MODEL)
             self.eps_model = UNetEpsModel(load_unet(self.model_id, device=cfg.device))
             self.features_name = "InceptionV3 (torch-fidelity/TF-FID weights), 2048-d pool features"
             unet = self.eps_model.network

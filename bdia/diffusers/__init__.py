@@ -11,7 +11,8 @@
   code, for tests and the ``ci`` profile.
 """
 
-from .editing import EditResult, decode_latents, edit_image, encode_image, invert_image, pipeline_resolution
+from .editing import (EditResult, decode_latents, edit_image, encode_image, invert_image, pipeline_resolution,
+                      prepare_image)
 from .loading import ModelNotAvailableError, load_pipeline, load_unet
 from .models import StableDiffusionEpsModel, UNetEpsModel, schedule_from_scheduler
 from .scheduler import BDIAScheduler
@@ -31,5 +32,6 @@ __all__ = [
     "edit_image",
     "EditResult",
     "pipeline_resolution",
+    "prepare_image",
     "tiny_stable_diffusion",
 ]

@@ -23,7 +23,8 @@ from ..models import CountingModel
 from ..samplers import InversionState, invert, sample
 from .models import StableDiffusionEpsModel, schedule_from_scheduler
 
-__all__ = ["pipeline_resolution", "encode_image", "decode_latents", "invert_image", "edit_image", "EditResult"]
+__all__ = ["pipeline_resolution", "prepare_image", "encode_image", "decode_latents", "invert_image", "edit_image",
+           "EditResult"]
 
 
 def pipeline_resolution(pipe) -> int:
@@ -68,10 +69,19 @@ def _to_tensor(image, size: int, resize: bool) -> Tensor:
     return tensor.float()
 
 
+def prepare_image(pipe, image, resize: bool = True) -> Tensor:
+    """An image (path, PIL, array or tensor) as the ``(B, 3, H, W)`` tensor in [-1, 1] the VAE encodes.
+
+    Images other than tensors are center-cropped and resized to the pipeline's resolution (unless
+    ``resize=False``); a tensor must already have that size.
+    """
+    return _to_tensor(image, pipeline_resolution(pipe), resize)
+
+
 @torch.no_grad()
 def encode_image(pipe, image, dtype: torch.dtype = torch.float64, resize: bool = True) -> Tensor:
     """VAE latent of an image (path, PIL, array or tensor), scaled by the VAE's scaling factor, in ``dtype``."""
-    x = _to_tensor(image, pipeline_resolution(pipe), resize).to(device=pipe.vae.device, dtype=pipe.vae.dtype)
+    x = prepare_image(pipe, image, resize).to(device=pipe.vae.device, dtype=pipe.vae.dtype)
     latent = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
     return latent.to(dtype)
 
