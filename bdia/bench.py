@@ -30,7 +30,7 @@ from .experiments import MethodSpec, parse_methods, round_trip
 from .schedules import VPSchedule
 
 __all__ = ["MODELS", "DEFAULT_METHODS", "BenchModel", "build_model", "run_benchmark", "machine_info",
-           "write_results", "plot_benchmark"]
+           "write_results", "read_results", "cached_benchmark", "plot_benchmark"]
 
 MODELS = ("gmm2d", "digits-ideal", "digits-unet", "tiny-sd", "sd-unet")
 DEFAULT_METHODS = ("ddim", "edict", "bdia:gamma=1.0", "bdia:gamma=0.96", "obelm")
@@ -93,10 +93,10 @@ def build_model(name: str, device="cpu", network_dtype: torch.dtype = torch.floa
         from .digits import load_digits_images, shipped_model_path
 
         images, labels = load_digits_images()
-        idx = torch.randperm(len(images), generator=gen)[:64]
+        idx = torch.randperm(len(images), generator=gen)[:16]
         unet = load_unet(shipped_model_path(), device=device, dtype=network_dtype)
         return BenchModel(name, UNetEpsModel(unet, labels[idx].to(device)), images[idx].to(device), VPSchedule.ddpm(),
-                          "trained digits DDPM (class-conditional), 64 digits")
+                          "trained digits DDPM (class-conditional), 16 digits")
     if name == "tiny-sd":
         from skimage import data as skdata
 
@@ -201,6 +201,31 @@ def write_results(rows: list[dict], path, device="cpu", note: str = "") -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def read_results(path) -> dict:
+    """A results file of :func:`write_results`: ``{"machine", "note", "created", "rows"}``."""
+    return json.loads(Path(path).read_text())
+
+
+def cached_benchmark(folder, device="cpu", **grid) -> tuple[dict, bool]:
+    """:func:`run_benchmark` with its results kept in ``folder``, keyed by the grid, the code and the machine.
+
+    Returns ``(results, reused)``. A second call with the same grid, library code and machine reads the
+    file instead of measuring again (delete it to re-measure); any change gives a new file.
+    """
+    import hashlib
+
+    root = Path(__file__).parent
+    code = "".join(hashlib.sha256((root / f).read_bytes()).hexdigest()
+                   for f in ("samplers.py", "steps.py", "bench.py", "experiments.py"))
+    key = json.dumps({"grid": grid, "code": code, "machine": machine_info(device)}, sort_keys=True, default=str)
+    path = Path(folder) / f"bench-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
+    if path.exists():
+        return read_results(path), True
+    rows = run_benchmark(device=device, **grid)
+    write_results(rows, path, device=device, note="measured by cached_benchmark")
+    return read_results(path), False
 
 
 def plot_benchmark(rows: list[dict], model: str, profile: str = "ci"):

@@ -15,7 +15,7 @@ from torch import Tensor
 from .models import CountingModel
 from .samplers import METHODS, _resolve, invert, method_defaults, sample
 
-__all__ = ["MethodSpec", "RoundTrip", "round_trip", "relative_error", "parse_methods"]
+__all__ = ["MethodSpec", "RoundTrip", "round_trip", "relative_error", "parse_methods", "label_key"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,11 @@ class MethodSpec:
     def __str__(self) -> str:
         opts = ",".join(f"{k}={v}" for k, v in self.options.items())
         return f"{self.method}:{opts}" if opts else self.method
+
+
+def label_key(label: str) -> str:
+    """A name-safe key for a :attr:`MethodSpec.label`: ``"bdia (γ=0.96)"`` -> ``"bdia_096"`` (for glue keys)."""
+    return label.replace(" (γ=", "_").replace(")", "").replace(".", "")
 
 
 def parse_methods(texts) -> list[MethodSpec]:

@@ -131,3 +131,14 @@ def test_chapter_5_editing():
     assert g["ch5_dist_bdia_096"] < g["ch5_dist_fresh"] < g["ch5_dist_edict"]
     assert (g["ch5_sd_calls_bdia_096"], g["ch5_sd_calls_edict"], g["ch5_sd_calls_ddim"]) == (31, 64, 32)
     assert "edict            exact to 1e-4 in float32: True   exact to 1e-10 in float64: True" in text
+
+
+def test_chapter_6_cost():
+    nb = load("06_cost")
+    g, text = glued(nb), printed(nb)
+    n = g["ch6_n"]
+    assert (g["ch6_calls_ddim"], g["ch6_calls_edict"], g["ch6_calls_bdia_1"], g["ch6_calls_obelm"]) == \
+        (2 * n, 4 * n, 2 * n - 1, 2 * n - 1)
+    assert "every exact round trip in float64 below 1e-11: True" in text
+    assert "DDIM inversion's round trip worse than 1e-3 everywhere: True" in text
+    assert g["ch6_f64_max"] < 1e-11 and g["ch6_f32_max"] < 1e-2

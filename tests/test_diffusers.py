@@ -79,6 +79,27 @@ def test_pipeline_reconstructs_an_inverted_image_through_the_scheduler(pipe, cat
     assert relative_error(rec, encode_image(pipe, cat, dtype=torch.float32)) < 1e-4
 
 
+def test_inverse_scheduler_in_a_custom_loop_equals_the_core_inversion(pipe, cat):
+    from bdia.diffusers import BDIAInverseScheduler
+
+    latent = encode_image(pipe, cat, dtype=torch.float64)
+    model = StableDiffusionEpsModel(pipe, "a cat", guidance_scale=3.0)
+    inverse = BDIAInverseScheduler.from_config(pipe.scheduler.config, gamma=0.96)
+    inverse.set_timesteps(10)
+    assert len(inverse.timesteps) == 10 and inverse.timesteps[0] == inverse.timesteps[1]
+    z = latent
+    for t in inverse.timesteps:
+        z = inverse.step(model(z, t), t, z).prev_sample
+    state = inverse.inversion_state()
+    core = bdia.invert(model, latent, schedule_from_scheduler(pipe.scheduler), 10, "bdia", gamma=0.96)
+    for a, b in zip(state.latents, core.latents):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    rec = bdia.sample(model, state, schedule_from_scheduler(pipe.scheduler), 10, "bdia")
+    assert relative_error(rec, latent) < 1e-10
+    with pytest.raises(ValueError, match="inversion needs gamma > 0"):
+        BDIAInverseScheduler.from_config(pipe.scheduler.config, gamma=0.0).set_timesteps(10)
+
+
 def test_scheduler_config_round_trip_and_refusals(tmp_path, pipe):
     scheduler = BDIAScheduler.from_config(pipe.scheduler.config, gamma=0.7)
     scheduler.save_config(tmp_path)

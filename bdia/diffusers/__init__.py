@@ -15,7 +15,7 @@ from .editing import (EditResult, decode_latents, edit_image, encode_image, inve
                       prepare_image)
 from .loading import ModelNotAvailableError, load_pipeline, load_unet
 from .models import StableDiffusionEpsModel, UNetEpsModel, schedule_from_scheduler
-from .scheduler import BDIAScheduler
+from .scheduler import BDIAInverseScheduler, BDIAScheduler
 from .tiny import tiny_stable_diffusion
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "StableDiffusionEpsModel",
     "schedule_from_scheduler",
     "BDIAScheduler",
+    "BDIAInverseScheduler",
     "encode_image",
     "decode_latents",
     "invert_image",

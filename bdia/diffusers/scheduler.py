@@ -8,7 +8,8 @@ is a DDIM step, every later one the BDIA update (paper eq. 29) with the state it
 steps earlier. Its noise levels and timestep grid are those of :class:`bdia.VPSchedule`, built from
 the same config, so a pipeline run equals ``bdia.sample(..., method="bdia")`` on the same network.
 :meth:`BDIAScheduler.resume_from` continues from an :class:`bdia.InversionState`, so a standard
-pipeline can reconstruct or edit an inverted image exactly.
+pipeline can reconstruct or edit an inverted image exactly. :class:`BDIAInverseScheduler` runs the
+inversion itself in a custom loop, like diffusers' ``DDIMInverseScheduler``.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 from diffusers.utils import BaseOutput
 
 from .. import steps
-from ..samplers import InversionState, _check_gamma
+import warnings
+
+from ..samplers import AMPLIFICATION_WARN, ExactnessWarning, InversionState, _check_gamma, _levels_tensor, \
+    rounding_amplification
 from ..schedules import VPSchedule
 
-__all__ = ["BDIAScheduler", "BDIASchedulerOutput"]
+__all__ = ["BDIAScheduler", "BDIAInverseScheduler", "BDIASchedulerOutput"]
 
 
 @dataclass
@@ -154,3 +158,71 @@ class BDIAScheduler(SchedulerMixin, ConfigMixin):
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
+
+
+class BDIAInverseScheduler(BDIAScheduler):
+    """BDIA inversion (data to noise) for a custom diffusers loop; its result feeds :meth:`BDIAScheduler.resume_from`.
+
+        inverse = BDIAInverseScheduler.from_config(pipe.scheduler.config, gamma=0.96)
+        inverse.set_timesteps(50)
+        for t in inverse.timesteps:
+            latents = inverse.step(eps_model(latents, t), t, latents).prev_sample
+        state = inverse.inversion_state()
+
+    The first step is one DDIM inversion step from the data (the network at ``t_1``, paper eq. 10); it
+    only seeds the pair. Every later step is the exact inverse update with the network at the current
+    state, so ``timesteps`` is ``[t_1, t_1, t_2, ..., t_{N-1}]``: ``N`` network calls in all, as in
+    :func:`bdia.invert`. ``gamma`` must be positive.
+    """
+
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+        if self.gamma <= 0:
+            raise ValueError("inversion needs gamma > 0: the inverse update divides by gamma")
+        amp = rounding_amplification("bdia", num_inference_steps, gamma=self.gamma)
+        if amp > AMPLIFICATION_WARN:
+            warnings.warn(f"BDIA inversion with gamma={self.gamma} over {num_inference_steps} steps amplifies rounding "
+                          f"errors by about (1/gamma)^(N-1) = {amp:.3g}", ExactnessWarning, stacklevel=2)
+        grid = self.schedule.timesteps(num_inference_steps)
+        self._reset()
+        self._descending = grid
+        self._grid = grid.flip(0).tolist()  # t_0 (data) ... t_N
+        self._last: torch.Tensor | None = None
+        self.num_inference_steps = num_inference_steps
+        calls = torch.cat([grid.flip(0)[1:2], grid.flip(0)[1:-1]])
+        integral = bool(torch.all(calls == calls.round()))
+        self.timesteps = (calls.long() if integral else calls.float()).to(device)
+
+    def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, return_dict: bool = True,
+             **kwargs) -> BDIASchedulerOutput | tuple:
+        """One inversion step: ``z_1`` from the data on the first call, then ``z_{m+1}`` from ``(z_{m-1}, z_m)``."""
+        if self.num_inference_steps is None:
+            raise ValueError("call set_timesteps(num_inference_steps) before step()")
+        m = self._step_index
+        if m >= self.num_inference_steps:
+            raise ValueError(f"all {self.num_inference_steps} inversion steps are done; read inversion_state()")
+        t = float(timestep.item() if torch.is_tensor(timestep) else timestep)
+        expected = float(self.timesteps[m])
+        if abs(t - expected) > 1e-4:
+            raise ValueError(f"step() got timestep {t:g}, the inverse scheduler expected {expected:g} (step {m})")
+        eps = model_output.to(sample.dtype)
+        level = self.schedule.level
+        if self.config.prediction_type == "v_prediction":
+            lvl = level(t)
+            eps = lvl.alpha * eps + lvl.sigma * sample
+        if m == 0:
+            new = steps.ddim_inversion_step(sample, eps, level(self._grid[0]), level(self._grid[1]))
+        else:
+            new = steps.bdia_inverse_step(self._prev_sample.to(sample), sample, eps, level(self._grid[m + 1]),
+                                          level(self._grid[m]), level(self._grid[m - 1]), self.gamma)
+        self._prev_sample, self._last = sample, new
+        self._step_index = m + 1
+        if not return_dict:
+            return (new, None)
+        return BDIASchedulerOutput(prev_sample=new)
+
+    def inversion_state(self) -> InversionState:
+        """The finished inversion as an :class:`bdia.InversionState`: the pair ``(z_N, z_{N-1})``."""
+        if self.num_inference_steps is None or self._step_index != self.num_inference_steps:
+            raise ValueError("the inversion is not finished: run step() once for every entry of timesteps")
+        return InversionState("bdia", self.num_inference_steps, {"gamma": self.gamma}, self._descending,
+                              (self._last, self._prev_sample), levels=_levels_tensor(self.schedule, self._descending))
