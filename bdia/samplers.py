@@ -258,7 +258,7 @@ def _sample_ddim(run: _Run, latents, opts):
 
 def _sample_heun(run: _Run, latents, opts):
     (z,) = latents
-    lv, last = run.levels, len(run.levels) - 1
+    last = len(run.levels) - 1
     for j in range(last):
         z = _heun_or_euler(run, z, run.eps(z, j), j, last)
         run.done(j, j + 1, z)

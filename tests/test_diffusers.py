@@ -1,6 +1,5 @@
 """diffusers integration on the miniature Stable Diffusion pipeline and small UNets (all offline)."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -1,6 +1,5 @@
 """Drivers: network-call counts, equivalences, convergence orders, options and every bad input."""
 
-import math
 
 import numpy as np
 import pytest
