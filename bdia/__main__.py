@@ -69,7 +69,7 @@ def _fid(args: argparse.Namespace) -> int:
     try:
         cfg = FIDConfig(out_dir=args.out, profile=args.profile, methods=args.methods, budgets=args.calls,
                         num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, model=args.model,
-                        device=args.device)
+                        edm_model=args.edm_model, device=args.device)
         rows = run_fid(cfg)
     except (ModelNotAvailableError, ValueError, OSError, ModuleNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     fid.add_argument("--batch-size", type=int, default=500)
     fid.add_argument("--out", type=Path, default=Path("outputs/fid"))
     fid.add_argument("--model", default=None, help="model id or folder (default: the profile's model)")
+    fid.add_argument("--edm-model", default=None,
+                     help="an NVlabs EDM checkpoint (.pkl) for heun and bdia-edm (needs NVlabs' code to unpickle)")
     fid.add_argument("--device", default="cpu")
     fid.add_argument("--seed", type=int, default=0)
     fid.set_defaults(func=_fid)

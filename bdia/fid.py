@@ -11,8 +11,9 @@ uninterrupted one. Shards are spread over processes with Hugging Face ``accelera
 
 Profiles:
 
-* ``paper``: ``google/ddpm-cifar10-32`` (unconditional DDPM), 3x32x32 images, torchmetrics' default
-  2048-d InceptionV3 features (torch-fidelity's port of the TF-FID network, the one the FID literature
+* ``paper``: ``google/ddpm-cifar10-32`` (unconditional DDPM), 3x32x32 images; with ``edm_model``, Heun
+  and BDIA-EDM run on an NVlabs EDM checkpoint instead (:func:`load_edm_denoiser`), else on the DDPM
+  in EDM's variables; torchmetrics' default 2048-d InceptionV3 features (torch-fidelity's port of the TF-FID network, the one the FID literature
   uses), reference statistics from the 50,000 CIFAR10 training images (Hugging Face ``datasets``).
 * ``ci``: the digits DDPM shipped with bdia, sampled unconditionally, 1x8x8 images; the Fréchet
   distance in the 64-d feature space of :class:`bdia.digits.DigitClassifier` (trained, seeded, on first
@@ -40,7 +41,7 @@ from .samplers import sample
 from .schedules import VPSchedule
 
 __all__ = ["FIDConfig", "run_fid", "steps_for_budget", "frechet_distance", "DigitFeatures", "PROFILES",
-           "read_results", "fingerprint", "fingerprinted_dir", "ManifestMismatchError"]
+           "read_results", "fingerprint", "fingerprinted_dir", "ManifestMismatchError", "load_edm_denoiser"]
 
 PROFILES = ("ci", "paper")
 PAPER_MODEL = "google/ddpm-cifar10-32"
@@ -83,6 +84,33 @@ class DigitFeatures(nn.Module):
         return self.classifier.features(images.float() / 127.5 - 1.0)
 
 
+def load_edm_denoiser(path, device="cpu"):
+    """An EDM denoiser ``D(x, sigma)`` and its image shape from an NVlabs EDM checkpoint (``edm-*.pkl``).
+
+    The checkpoints are pickles of NVlabs' network classes: their repository's ``dnnlib`` and
+    ``torch_utils`` must be importable, and, as with any pickle, load only files you trust.
+    """
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise OSError(f"no EDM checkpoint at {path}; download one of NVlabs' edm-cifar10-32x32-*.pkl files first")
+    with open(path, "rb") as f:
+        try:
+            net = pickle.load(f)["ema"]
+        except ModuleNotFoundError as error:
+            raise ModuleNotFoundError(f"{path.name} needs NVlabs' EDM code (dnnlib, torch_utils) on the Python path "
+                                      f"to unpickle: {error}") from error
+    net = net.to(device).eval()
+
+    @torch.no_grad()
+    def denoiser(x: Tensor, sigma) -> Tensor:
+        sig = torch.full((x.shape[0],), float(sigma), device=x.device)
+        return net(x.to(torch.float32), sig).to(x.dtype)
+
+    return denoiser, (int(net.img_channels), int(net.img_resolution), int(net.img_resolution))
+
+
 @dataclass
 class FIDConfig:
     """What :func:`run_fid` computes; ``model=None`` picks the profile's model."""
@@ -95,6 +123,7 @@ class FIDConfig:
     batch_size: int = 500
     seed: int = 0
     model: str | None = None
+    edm_model: str | None = None
     device: str = "cpu"
     progress: bool = True
 
@@ -136,8 +165,10 @@ def fingerprint(cfg: "FIDConfig", model_id: str) -> dict:
     model_path = Path(model_id)
     weights = sorted(model_path.glob("*.safetensors")) if model_path.is_dir() else []
     model_hash = hashlib.sha256("".join(_hash_file(w) for w in weights).encode()).hexdigest() if weights else model_id
+    edm = Path(cfg.edm_model).name if cfg.edm_model else None
     return {"code": code, "model": model_id if not weights else model_path.name, "model_hash": model_hash,
-            "seed": cfg.seed, "batch_size": cfg.batch_size, "num_samples": cfg.num_samples, "profile": cfg.profile}
+            "edm_model": edm, "seed": cfg.seed, "batch_size": cfg.batch_size, "num_samples": cfg.num_samples,
+            "profile": cfg.profile}
 
 
 def default_model_id(cfg: "FIDConfig") -> str:
@@ -221,6 +252,22 @@ class _Profile:
             self.features_name = "InceptionV3 (torch-fidelity/TF-FID weights), 2048-d pool features"
             unet = self.eps_model.network
         self.shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+        self.edm = None  # (eps model, schedule) for Heun and BDIA-EDM, when an EDM checkpoint is given
+        if cfg.edm_model:
+            from .models import eps_model_from_denoiser
+            from .schedules import EDMSchedule
+
+            denoiser, shape = load_edm_denoiser(cfg.edm_model, device=cfg.device)
+            if shape != self.shape:
+                raise ValueError(f"the EDM model makes {shape} images, the DDPM {self.shape}")
+            self.edm = (eps_model_from_denoiser(denoiser, EDMSchedule()), EDMSchedule())
+
+    def model_for(self, spec: MethodSpec):
+        """The model and schedule a method samples with: EDM's checkpoint and grid for Heun and BDIA-EDM when
+        there is one, else the DDPM (on EDM's grid for those two, on the uniform grid for the DDIM family)."""
+        if spec.method in ("heun", "bdia-edm"):
+            return self.edm or (self.eps_model, self.schedule.with_spacing("karras"))
+        return self.eps_model, self.schedule
 
     def metric(self):
         from torchmetrics.image.fid import FrechetInceptionDistance
@@ -290,10 +337,11 @@ def run_fid(cfg: FIDConfig, on_shard: Callable[[MethodSpec, int, int], None] | N
         batch = min(cfg.batch_size, cfg.num_samples - k * cfg.batch_size)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + k)
         noise = torch.randn((batch, *profile.shape), generator=gen).to(cfg.device)
-        model = CountingModel(profile.eps_model)
+        eps_model, schedule = profile.model_for(spec)
+        model = CountingModel(eps_model)
         steps = steps_for_budget(spec.method, calls)
         start = time.perf_counter()
-        out = sample(model, noise, _schedule_for(profile.schedule, spec), steps, spec.method, **spec.options)
+        out = sample(model, noise * schedule.init_noise_sigma(steps), schedule, steps, spec.method, **spec.options)
         seconds[(str(spec), calls)] = seconds.get((str(spec), calls), 0.0) + time.perf_counter() - start
         _write_atomic(_shard_path(cfg, spec, calls, k), _to_uint8(out),
                       {"method": spec, "steps": steps, "calls": model.calls, "seed": cfg.seed, "shard": k})
@@ -305,11 +353,6 @@ def run_fid(cfg: FIDConfig, on_shard: Callable[[MethodSpec, int, int], None] | N
     if not accelerator.is_main_process:
         return []
     return _score(cfg, profile, seconds)
-
-
-def _schedule_for(schedule: VPSchedule, spec: MethodSpec) -> VPSchedule:
-    # EDM's samplers use EDM's grid; the DDIM family the uniform (trailing) one
-    return schedule.with_spacing("karras") if spec.method in ("heun", "bdia-edm") else schedule
 
 
 def _score(cfg: FIDConfig, profile: _Profile, seconds: dict) -> list[dict]:

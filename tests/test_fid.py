@@ -5,6 +5,7 @@ import pytest
 import torch
 
 pytest.importorskip("torchmetrics")
+import bdia  # noqa: E402
 from bdia import fid  # noqa: E402
 from bdia.__main__ import main  # noqa: E402
 
@@ -117,6 +118,38 @@ def test_paper_profile_loads_a_local_model_of_the_same_class(tmp_path):
     profile = fid._Profile(fid.FIDConfig(out_dir=tmp_path / "out", profile="paper", model=str(tmp_path / "unet")))
     assert profile.shape == (3, 8, 8)
     assert profile.eps_model(torch.randn(2, 3, 8, 8), 500.0).shape == (2, 3, 8, 8)
+
+
+class FakeEDM(torch.nn.Module):
+    """Stands in for an NVlabs EDM network: forward(x, sigma) -> D(x), with img_channels and img_resolution."""
+
+    img_channels, img_resolution = 3, 8
+
+    def forward(self, x, sigma, class_labels=None):
+        return x / (1 + sigma.view(-1, 1, 1, 1) ** 2)
+
+
+def test_paper_profile_runs_edm_methods_on_an_edm_checkpoint(tmp_path):
+    import pickle
+
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16), norm_num_groups=4,
+                layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                up_block_types=("UpBlock2D", "UpBlock2D")).save_pretrained(tmp_path / "unet")
+    with open(tmp_path / "edm.pkl", "wb") as f:
+        pickle.dump({"ema": FakeEDM()}, f)
+    profile = fid._Profile(fid.FIDConfig(out_dir=tmp_path / "out", profile="paper", model=str(tmp_path / "unet"),
+                                         edm_model=str(tmp_path / "edm.pkl")))
+    eps_model, schedule = profile.model_for(fid.MethodSpec("heun"))
+    assert isinstance(schedule, bdia.EDMSchedule) and schedule.timesteps(5)[0] == 80.0
+    x = torch.randn(2, 3, 8, 8)
+    # eps = (x - D(x)) / sigma for a denoiser D(x) = x / (1 + sigma^2)
+    torch.testing.assert_close(eps_model(x, 2.0), (x - x / 5) / 2)
+    assert profile.model_for(fid.MethodSpec("ddim"))[0] is profile.eps_model
+    with pytest.raises(OSError, match="no EDM checkpoint"):
+        fid.load_edm_denoiser(tmp_path / "missing.pkl")
 
 
 def test_command_line_errors(tmp_path, monkeypatch, capsys):
