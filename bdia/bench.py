@@ -65,9 +65,10 @@ class _TextUNet:
     @torch.no_grad()
     def __call__(self, z, t):
         x = z.to(self.unet.dtype)
+        from .diffusers.models import classifier_free_guidance
+
         out = self.unet(torch.cat([x, x]), t, encoder_hidden_states=self.emb.expand(2 * len(z), -1, -1)).sample
-        uncond, cond = out.chunk(2)
-        return (uncond + self.guidance_scale * (cond - uncond)).to(z.dtype)
+        return classifier_free_guidance(out, self.guidance_scale).to(z.dtype)
 
 
 def build_model(name: str, device="cpu", network_dtype: torch.dtype = torch.float32, seed: int = 0) -> BenchModel:

@@ -41,7 +41,8 @@ from .samplers import sample
 from .schedules import VPSchedule
 
 __all__ = ["FIDConfig", "run_fid", "steps_for_budget", "frechet_distance", "DigitFeatures", "PROFILES",
-           "read_results", "fingerprint", "fingerprinted_dir", "ManifestMismatchError", "load_edm_denoiser"]
+           "read_results", "fingerprint", "fingerprinted_dir", "ManifestMismatchError", "load_edm_denoiser",
+           "to_uint8", "digit_classifier", "real_subset_spread"]
 
 PROFILES = ("ci", "paper")
 PAPER_MODEL = "google/ddpm-cifar10-32"
@@ -227,7 +228,8 @@ def _load_shard(path: Path) -> Tensor:
     return load_file(str(path))["images"]
 
 
-def _to_uint8(x: Tensor) -> Tensor:
+def to_uint8(x: Tensor) -> Tensor:
+    """Images in [-1, 1] as uint8 in [0, 255] (clamped and rounded), as FID implementations expect."""
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
 
@@ -281,19 +283,7 @@ class _Profile:
                                       "with a torchvision matching your torch)") from error
 
     def _classifier(self):
-        from safetensors.torch import load_file, save_file
-
-        from . import digits
-
-        path = self.cfg.out_dir / "digit_classifier.safetensors"
-        model = digits.DigitClassifier()
-        if path.exists():
-            model.load_state_dict(load_file(str(path)))
-        else:
-            model, accuracy = digits.train_classifier(seed=self.cfg.seed)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file(model.state_dict(), str(path), metadata={"test_accuracy": f"{accuracy:.4f}"})
-        return model.eval()
+        return digit_classifier(self.cfg.out_dir, self.cfg.seed)[0]
 
     def reference_images(self):
         """Yields uint8 batches of the reference set."""
@@ -301,7 +291,7 @@ class _Profile:
             from . import digits
 
             images, _ = digits.load_digits_images()
-            yield _to_uint8(images)
+            yield to_uint8(images)
             return
         try:
             from datasets import load_dataset
@@ -313,6 +303,41 @@ class _Profile:
         for start in range(0, len(data), 1000):
             chunk = data[start:start + 1000]["img"]
             yield torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1) for im in chunk])
+
+
+def digit_classifier(folder, seed: int = 0):
+    """``(classifier, test accuracy)``: trained (seeded) on first use and stored in ``folder``, loaded after that."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from . import digits
+
+    path = Path(folder) / "digit_classifier.safetensors"
+    if not path.exists():
+        model, accuracy = digits.train_classifier(seed=seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(model.state_dict(), str(path), metadata={"test_accuracy": f"{accuracy:.4f}"})
+    model = digits.DigitClassifier()
+    with safe_open(str(path), "pt") as f:
+        model.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
+        accuracy = float(f.metadata()["test_accuracy"])
+    return model.eval(), accuracy
+
+
+def real_subset_spread(metric, real: Tensor, num_samples: int, seed: int = 0, repeats: int = 10):
+    """Mean and sd of the Fréchet distance of ``repeats`` random real subsets of ``num_samples`` images.
+
+    ``metric`` must already hold the real features (``reset_real_features=False``); its fake features are
+    reset. The spread says which differences between samplers are sampling noise.
+    """
+    values = []
+    for k in range(repeats):
+        idx = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed + k))[:num_samples]
+        metric.reset()
+        metric.update(real[idx], real=False)
+        values.append(float(metric.compute()))
+    metric.reset()
+    return float(np.mean(values)), float(np.std(values))
 
 
 def run_fid(cfg: FIDConfig, on_shard: Callable[[MethodSpec, int, int], None] | None = None) -> list[dict]:
@@ -343,7 +368,7 @@ def run_fid(cfg: FIDConfig, on_shard: Callable[[MethodSpec, int, int], None] | N
         start = time.perf_counter()
         out = sample(model, noise * schedule.init_noise_sigma(steps), schedule, steps, spec.method, **spec.options)
         seconds[(str(spec), calls)] = seconds.get((str(spec), calls), 0.0) + time.perf_counter() - start
-        _write_atomic(_shard_path(cfg, spec, calls, k), _to_uint8(out),
+        _write_atomic(_shard_path(cfg, spec, calls, k), to_uint8(out),
                       {"method": spec, "steps": steps, "calls": model.calls, "seed": cfg.seed, "shard": k})
         bar.update(1)
         if on_shard is not None:

@@ -102,10 +102,6 @@ class Schedule(ABC):
         lvl = self.level(self.timesteps(num_steps)[0])
         return math.hypot(lvl.alpha, lvl.sigma)
 
-    def config(self) -> dict:
-        """What defines the schedule, for comparing and recording."""
-        return {"class": type(self).__name__}
-
 
 class VPSchedule(Schedule):
     """Discrete variance-preserving schedule: ``alpha_t = sqrt(abar_t)``, ``sigma_t = sqrt(1 - abar_t)``.
@@ -273,11 +269,6 @@ class VPSchedule(Schedule):
             raise ValueError(f"{self.spacing} spacing gives repeated timesteps for num_steps={num_steps}; use fewer steps")
         return torch.from_numpy(grid.copy())
 
-    def config(self) -> dict:
-        return {"class": "VPSchedule", "name": self.name, "num_train_timesteps": self.num_train_timesteps,
-                "final_alpha_cumprod": self.final_alpha_cumprod, "spacing": self.spacing,
-                "steps_offset": self.steps_offset}
-
     def __repr__(self) -> str:
         return (f"VPSchedule({self.name or 'custom'}, T={self.num_train_timesteps}, spacing={self.spacing!r}, "
                 f"final_alpha_cumprod={self.final_alpha_cumprod:.6g})")
@@ -307,9 +298,6 @@ class EDMSchedule(Schedule):
     def timesteps(self, num_steps: int) -> torch.Tensor:
         sig = karras_sigmas(num_steps, self.sigma_min, self.sigma_max, self.rho)
         return torch.from_numpy(np.concatenate([sig, [0.0]]))
-
-    def config(self) -> dict:
-        return {"class": "EDMSchedule", "sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "rho": self.rho}
 
     def __repr__(self) -> str:
         return f"EDMSchedule(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, rho={self.rho})"

@@ -7,12 +7,18 @@ from torch import Tensor
 
 from ..schedules import VPSchedule
 
-__all__ = ["UNetEpsModel", "StableDiffusionEpsModel", "schedule_from_scheduler"]
+__all__ = ["UNetEpsModel", "StableDiffusionEpsModel", "schedule_from_scheduler", "classifier_free_guidance"]
 
 
 def schedule_from_scheduler(scheduler) -> VPSchedule:
     """The :class:`~bdia.VPSchedule` of a diffusers DDIM-style scheduler (its betas, spacing and final alpha)."""
     return VPSchedule.from_diffusers_config(scheduler.config)
+
+
+def classifier_free_guidance(out: Tensor, guidance_scale: float) -> Tensor:
+    """``eps_u + guidance_scale * (eps_c - eps_u)`` of a batch holding the unconditional half first."""
+    uncond, cond = out.chunk(2)
+    return uncond + guidance_scale * (cond - uncond)
 
 
 def _check_prediction_type(config, allow_v_prediction: bool, what: str) -> str:
@@ -41,11 +47,6 @@ class _EpsBase:
             lvl = self.schedule.level(t)
             return lvl.alpha * out + lvl.sigma * z
         return out
-
-    @staticmethod
-    def _guide(out: Tensor, guidance_scale: float) -> Tensor:
-        uncond, cond = out.chunk(2)
-        return uncond + guidance_scale * (cond - uncond)
 
 
 class UNetEpsModel(_EpsBase):
@@ -84,7 +85,7 @@ class UNetEpsModel(_EpsBase):
         x = z.to(net_dtype)
         if self.guidance_scale > 1:
             null = torch.full_like(labels, self.null_class)
-            out = self._guide(self.network(torch.cat([x, x]), t, class_labels=torch.cat([null, labels])).sample,
+            out = classifier_free_guidance(self.network(torch.cat([x, x]), t, class_labels=torch.cat([null, labels])).sample,
                               self.guidance_scale)
         else:
             out = self.network(x, t, class_labels=labels).sample
@@ -124,7 +125,7 @@ class StableDiffusionEpsModel(_EpsBase):
         if self.guidance_scale > 1:
             uncond = self._embeddings(self.uncond, z.shape[0])
             out = self.network(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
-            out = self._guide(out, self.guidance_scale)
+            out = classifier_free_guidance(out, self.guidance_scale)
         else:
             out = self.network(x, t, encoder_hidden_states=cond).sample
         return self._to_eps(out, z, t)
