@@ -9,7 +9,7 @@ The core (this package minus :mod:`bdia.diffusers`) depends on PyTorch, NumPy, S
 """
 
 from . import steps
-from .models import CountingModel, edm_denoiser_from_eps, eps_model_from_denoiser
+from .models import CountingModel, RecordingModel, edm_denoiser_from_eps, eps_model_from_denoiser
 from .samplers import (
     EXACT_METHODS,
     INVERTIBLE_METHODS,
@@ -31,6 +31,7 @@ __all__ = [
     "invert",
     "InversionState",
     "CountingModel",
+    "RecordingModel",
     "NonFiniteError",
     "ExactnessWarning",
     "METHODS",

@@ -140,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--steps", nargs="+", type=int, default=[10, 20, 50, 100])
     bench.add_argument("--repeats", type=int, default=3)
     bench.add_argument("--device", default="cpu")
-    bench.add_argument("--network-dtype", default="float32", choices=["float16", "bfloat16", "float32", "float64"])
+    bench.add_argument("--network-dtype", default="float32",
+                       choices=["latent", "float16", "bfloat16", "float32", "float64"],
+                       help="dtype of the networks; 'latent': the dtype of each row's latents (default: %(default)s)")
     bench.add_argument("--out", type=Path, default=Path("outputs/bench/results.json"))
     bench.add_argument("--note", default="")
     bench.set_defaults(func=_bench)

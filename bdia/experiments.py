@@ -1,7 +1,10 @@
 """Measurements shared by the book's chapters, the benchmark and the command line.
 
 A :class:`MethodSpec` names a method with its options (``"bdia:gamma=0.96"``); :func:`round_trip`
-inverts and reconstructs once and reports the error and the network calls of each half.
+inverts and reconstructs once and reports the error and the network calls of each half;
+:func:`compare_network_inputs` checks whether reconstruction fed the network the same input bits as
+inversion did, which is what exactness needs from a network that runs in lower precision than the
+latents.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .models import CountingModel
+from .models import CountingModel, RecordingModel
 from .samplers import METHODS, _resolve, invert, method_defaults, sample
 
-__all__ = ["MethodSpec", "RoundTrip", "round_trip", "relative_error", "parse_methods", "label_key"]
+__all__ = ["MethodSpec", "RoundTrip", "round_trip", "relative_error", "parse_methods", "label_key",
+           "InputComparison", "compare_network_inputs"]
 
 
 @dataclass(frozen=True)
@@ -79,9 +83,71 @@ def relative_error(estimate: Tensor, reference: Tensor) -> float:
     return ((estimate.double() - reference).norm() / reference.norm()).item()
 
 
+@dataclass(frozen=True)
+class InputComparison:
+    """The network inputs of a reconstruction against those of its inversion, as the network sees them.
+
+    Each reconstruction call is paired with the inversion call at the same timestep whose input is
+    nearest. ``flips`` counts the input elements whose values in ``dtype`` (the network's precision)
+    differ between the two; ``expected_flips`` is ``sum(min(1, |dz| / ulp(z)))`` over all elements, the
+    number of flips to expect when the float64 discrepancy ``dz`` falls at a random place between two
+    values of ``dtype``; ``max_ulps`` is the largest ``|dz| / ulp(z)``. ``flipped_calls`` lists
+    ``(reconstruction call, t, flips)`` for every call with at least one flip.
+    """
+
+    dtype: torch.dtype
+    calls: int
+    elements: int
+    flips: int
+    expected_flips: float
+    max_ulps: float
+    flipped_calls: tuple = ()
+
+
+def _ulp(values: Tensor, dtype: torch.dtype) -> Tensor:
+    """Spacing of ``dtype`` at each value (float64)."""
+    q = values.to(dtype).abs()
+    return (torch.nextafter(q, torch.full_like(q, float("inf"))) - q).double()
+
+
+def compare_network_inputs(inversion_inputs, reconstruction_inputs, dtype: torch.dtype = torch.float32
+                           ) -> InputComparison:
+    """Compare the ``(t, z)`` inputs two :class:`~bdia.RecordingModel` runs gave the network; see :class:`InputComparison`.
+
+    A network that runs in ``dtype`` returns the same output for the same input bits (given the same
+    batch and kernels); once any bit differs, its output may differ by its own rounding, which a float64
+    round trip then carries into the result.
+    """
+    by_t: dict[float, list[Tensor]] = {}
+    for t, z in inversion_inputs:
+        by_t.setdefault(float(t), []).append(z)
+    flips = elements = 0
+    expected, max_ulps, flipped = 0.0, 0.0, []
+    for k, (t, z) in enumerate(reconstruction_inputs):
+        candidates = by_t.get(float(t))
+        if not candidates:
+            raise ValueError(f"reconstruction call {k} at t = {t:g} has no inversion call at that timestep to compare "
+                             "with; compare runs on the same grid")
+        nearest = min(candidates, key=lambda c: (c.double() - z.double()).abs().max().item()
+                      if c.shape == z.shape else float("inf"))
+        if nearest.shape != z.shape:
+            raise ValueError(f"reconstruction call {k} has input shape {tuple(z.shape)}, the inversion calls at "
+                             f"t = {t:g} have {[tuple(c.shape) for c in candidates]}")
+        gap = (nearest.double() - z.double()).abs()
+        ulps = gap / _ulp(z, dtype)
+        changed = int((nearest.to(dtype) != z.to(dtype)).sum())
+        flips += changed
+        elements += z.numel()
+        expected += float(ulps.clamp(max=1.0).sum())
+        max_ulps = max(max_ulps, float(ulps.max()))
+        if changed:
+            flipped.append((k, float(t), changed))
+    return InputComparison(dtype, len(reconstruction_inputs), elements, flips, expected, max_ulps, tuple(flipped))
+
+
 @dataclass
 class RoundTrip:
-    """One inversion followed by reconstruction."""
+    """One inversion followed by reconstruction; ``inputs`` when :func:`round_trip` was asked to compare them."""
 
     spec: MethodSpec
     num_steps: int
@@ -92,6 +158,7 @@ class RoundTrip:
     reconstruct_seconds: float
     reconstruction: Tensor
     state: object
+    inputs: InputComparison | None = None
 
     @property
     def calls(self) -> int:
@@ -103,10 +170,19 @@ def _synchronize(x: Tensor) -> None:
         torch.cuda.synchronize(x.device)
 
 
-def round_trip(model, x0: Tensor, schedule, num_steps: int, spec: MethodSpec | str, **run_options) -> RoundTrip:
-    """Invert ``x0``, reconstruct it, and measure error, network calls and wall time of each half."""
+def round_trip(model, x0: Tensor, schedule, num_steps: int, spec: MethodSpec | str,
+               compare_inputs: torch.dtype | None = None, **run_options) -> RoundTrip:
+    """Invert ``x0``, reconstruct it, and measure error, network calls and wall time of each half.
+
+    With ``compare_inputs=torch.float32`` (the network's dtype) every network input is recorded and
+    ``RoundTrip.inputs`` says whether reconstruction gave the network the same input bits as inversion
+    (:func:`compare_network_inputs`); the recording costs memory and time, so do not time such a run.
+    """
     spec = MethodSpec.parse(spec) if isinstance(spec, str) else spec
-    counting = model if isinstance(model, CountingModel) else CountingModel(model)
+    if compare_inputs is not None:
+        counting = RecordingModel(model.model if isinstance(model, CountingModel) else model)
+    else:
+        counting = model if isinstance(model, CountingModel) else CountingModel(model)
     counting.reset()
     _synchronize(x0)
     start = time.perf_counter()
@@ -118,5 +194,8 @@ def round_trip(model, x0: Tensor, schedule, num_steps: int, spec: MethodSpec | s
     rec = sample(counting, state, schedule, num_steps, spec.method, **run_options)
     _synchronize(x0)
     end = time.perf_counter()
+    inputs = None
+    if compare_inputs is not None:
+        inputs = compare_network_inputs(counting.inputs[:invert_calls], counting.inputs[invert_calls:], compare_inputs)
     return RoundTrip(spec, num_steps, relative_error(rec, x0), invert_calls, counting.calls, mid - start, end - mid,
-                     rec, state)
+                     rec, state, inputs)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .schedules import Schedule
 
-__all__ = ["CountingModel", "edm_denoiser_from_eps", "eps_model_from_denoiser"]
+__all__ = ["CountingModel", "RecordingModel", "edm_denoiser_from_eps", "eps_model_from_denoiser"]
 
 EpsModel = Callable[[Tensor, float], Tensor]
 Denoiser = Callable[[Tensor, float], Tensor]
@@ -34,7 +34,27 @@ class CountingModel:
         self.calls = 0
 
     def __repr__(self) -> str:
-        return f"CountingModel({self.model!r}, calls={self.calls})"
+        return f"{type(self).__name__}({self.model!r}, calls={self.calls})"
+
+
+class RecordingModel(CountingModel):
+    """A :class:`CountingModel` that also keeps a copy of every input: ``inputs[k] = (t, z)`` of call ``k``.
+
+    Used to check what exactness needs from the network: that reconstruction evaluates it on the same
+    input bits as inversion (:func:`bdia.experiments.compare_network_inputs`). Memory grows with the calls.
+    """
+
+    def __init__(self, model: EpsModel):
+        super().__init__(model)
+        self.inputs: list[tuple[float, Tensor]] = []
+
+    def __call__(self, z: Tensor, t) -> Tensor:
+        self.inputs.append((float(t), z.detach().clone()))
+        return super().__call__(z, t)
+
+    def reset(self) -> None:
+        super().reset()
+        self.inputs = []
 
 
 def edm_denoiser_from_eps(eps_model: EpsModel, schedule: Schedule) -> Denoiser:

@@ -13,7 +13,7 @@
 
 from .editing import (EditResult, decode_latents, edit_image, encode_image, invert_image, pipeline_resolution,
                       prepare_image)
-from .loading import ModelNotAvailableError, load_pipeline, load_unet
+from .loading import ModelNotAvailableError, cast_network, load_pipeline, load_unet, network_copy
 from .models import StableDiffusionEpsModel, UNetEpsModel, schedule_from_scheduler
 from .scheduler import BDIAInverseScheduler, BDIAScheduler
 from .tiny import tiny_stable_diffusion
@@ -21,6 +21,8 @@ from .tiny import tiny_stable_diffusion
 __all__ = [
     "load_unet",
     "load_pipeline",
+    "network_copy",
+    "cast_network",
     "ModelNotAvailableError",
     "UNetEpsModel",
     "StableDiffusionEpsModel",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ModelNotAvailableError", "load_unet", "load_pipeline"]
+__all__ = ["ModelNotAvailableError", "load_unet", "load_pipeline", "network_copy", "cast_network"]
 
 _CI_HINT = ("The 'paper' profile downloads hub models and needs internet access; the 'ci' profile uses models "
             "that ship with bdia (bdia.digits.shipped_model_path()) or are built in code "
@@ -39,6 +39,22 @@ def _load(cls, model_id, **kwargs):
                                      f"{str(error).splitlines()[0][:200]}). {_CI_HINT}") from error
 
 
+def cast_network(module, dtype: torch.dtype):
+    """Cast a diffusers or transformers network to ``dtype`` in place and return it.
+
+    Calls ``torch.nn.Module.to`` directly: diffusers' own ``to`` logs a warning about float32 modules on
+    every dtype cast, even for models that have none.
+    """
+    return torch.nn.Module.to(module, dtype=dtype)
+
+
+def network_copy(module, dtype: torch.dtype):
+    """A copy of a network in another dtype (e.g. a float64 copy of a float32 UNet, for bit-level round trips)."""
+    import copy
+
+    return cast_network(copy.deepcopy(module), dtype)
+
+
 def load_unet(model_id, subfolder: str | None = None, dtype: torch.dtype = torch.float32, device="cpu"):
     """A diffusers ``UNet2DModel`` from a hub id (``google/ddpm-cifar10-32``) or a local folder.
 
@@ -48,7 +64,7 @@ def load_unet(model_id, subfolder: str | None = None, dtype: torch.dtype = torch
 
     kwargs = {"subfolder": subfolder} if subfolder else {}
     unet = _load(UNet2DModel, model_id, **kwargs).to(device).eval()
-    return unet.to(dtype=dtype) if unet.dtype != dtype else unet  # a no-op cast still logs a warning
+    return cast_network(unet, dtype)
 
 
 def load_pipeline(model_id, dtype: torch.dtype = torch.float32, device="cpu"):
@@ -59,6 +75,7 @@ def load_pipeline(model_id, dtype: torch.dtype = torch.float32, device="cpu"):
     pipe = _load(StableDiffusionPipeline, model_id, safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
-    if dtype != pipe.unet.dtype:  # a no-op cast still makes diffusers log a warning
-        pipe.to(dtype=dtype)
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            cast_network(component, dtype)
     return pipe

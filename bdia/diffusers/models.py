@@ -121,9 +121,10 @@ class StableDiffusionEpsModel(_EpsBase):
     @torch.no_grad()
     def __call__(self, z: Tensor, t) -> Tensor:
         x = z.to(self.network.dtype)
-        cond = self._embeddings(self.cond, z.shape[0])
+        # the text encoder may run in another dtype than the UNet (e.g. a float64 copy of the UNet)
+        cond = self._embeddings(self.cond, z.shape[0]).to(x.dtype)
         if self.guidance_scale > 1:
-            uncond = self._embeddings(self.uncond, z.shape[0])
+            uncond = self._embeddings(self.uncond, z.shape[0]).to(x.dtype)
             out = self.network(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
             out = classifier_free_guidance(out, self.guidance_scale)
         else:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from .loading import cast_network
+
 __all__ = ["tiny_stable_diffusion", "STABLE_DIFFUSION_SCHEDULER_CONFIG"]
 
 #: the scheduler config of Stable Diffusion 1.x / 2.x-base (diffusers' DDIMScheduler)
@@ -71,6 +73,7 @@ def tiny_stable_diffusion(seed: int = 0, prediction_type: str = "epsilon", dtype
         std = vae.encode(probe).latent_dist.mean.std().item()
     vae.register_to_config(scaling_factor=1.0 / std)
     pipe.to(device)
-    if dtype != pipe.unet.dtype:  # a no-op cast still makes diffusers log a warning
-        pipe.to(dtype=dtype)
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            cast_network(component, dtype)
     return pipe
