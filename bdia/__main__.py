@@ -1,10 +1,15 @@
 """Command line: ``python -m bdia COMMAND`` (also installed as ``bdia``).
 
 Commands:
-  demo          invert and reconstruct samples of an exact Gaussian mixture with every method, print errors and calls
-  train-digits  train the class-conditional digits DDPM that the ci profile ships (bdia/weights/digits-unet)
-  fid           sample with each method and call budget (resumable shards) and compute Frechet distances
-  bench         network calls, wall time, memory and round-trip error per method, model, dtype and step count
+  demo              invert and reconstruct samples of an exact Gaussian mixture with every method, print errors and calls
+  fid               sample with each method and call budget (resumable shards) and compute Frechet distances
+  bench             network calls, wall time, memory and round-trip error per method, model, dtype and step count
+  standins          write the paper profile's models with their published configs and random weights (offline)
+  train-digits      train the class-conditional digits DDPM that the ci profile ships
+  train-classifier  train the digit classifier whose features score the ci profile's FID
+
+User errors (bad options, missing models, unwritable folders) end with a one-line message and exit
+status 2; Ctrl-C ends with status 130.
 """
 
 from __future__ import annotations
@@ -12,6 +17,49 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: printed as one line, exit status 2."""
+
+
+def _positive(name: str, least: int = 1):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{name} must be at least {least}, got {value}")
+        return value
+
+    return parse
+
+
+def _device(text: str) -> str:
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"device {text!r} asked for, but this machine has no CUDA GPU; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"device {text!r} does not exist: this machine has "
+                                         f"{torch.cuda.device_count()} CUDA device(s)")
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"device {text!r} is not supported; use cpu or cuda")
+    return text
+
+
+def _method(text: str):
+    from bdia.experiments import MethodSpec
+
+    try:
+        return MethodSpec.parse(text)
+    except (ValueError, TypeError) as error:
+        raise argparse.ArgumentTypeError(f"method spec {text!r} is malformed: {error}") from None
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -39,6 +87,11 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shipped_weights_guard(out: Path, shipped: Path, overwrite: bool) -> None:
+    if out.resolve() == shipped.resolve() and not overwrite:
+        raise UsageError(f"{out} holds the weights that ship with bdia; pass --overwrite-shipped to replace them")
+
+
 def _train_digits(args: argparse.Namespace) -> int:
     import json
     import platform
@@ -46,37 +99,73 @@ def _train_digits(args: argparse.Namespace) -> int:
 
     import torch
 
-    from bdia.digits import train_diffusion_model
+    from bdia.digits import shipped_model_path, train_diffusion_model
 
+    _shipped_weights_guard(args.out, shipped_model_path(), args.overwrite_shipped)
     start = time.perf_counter()
     model = train_diffusion_model(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                   progress=True)
     seconds = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out, safe_serialization=True)
-    record = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-              "seconds": round(seconds, 1), "torch": torch.__version__, "machine": platform.machine(),
-              "threads": torch.get_num_threads()}
+    record = {"command": "python -m bdia train-digits " + " ".join(sys.argv[2:]), "steps": args.steps,
+              "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "seconds": round(seconds, 1),
+              "torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads()}
     (args.out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"saved to {args.out} after {seconds:.0f} s")
     return 0
 
 
-def _fid(args: argparse.Namespace) -> int:
-    from bdia.diffusers import ModelNotAvailableError
-    from bdia.fid import FIDConfig, run_fid
+def _train_classifier(args: argparse.Namespace) -> int:
+    import platform
+    import time
+
+    import torch
+
+    from bdia.digits import save_classifier, shipped_classifier_path, train_classifier
+
+    _shipped_weights_guard(args.out, shipped_classifier_path(), args.overwrite_shipped)
+    start = time.perf_counter()
+    model, accuracy = train_classifier(seed=args.seed, epochs=args.epochs, progress=True)
+    seconds = time.perf_counter() - start
+    record = {"command": "python -m bdia train-classifier " + " ".join(sys.argv[2:]), "seed": args.seed,
+              "epochs": args.epochs, "test_accuracy": round(accuracy, 4), "seconds": round(seconds, 1),
+              "torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads()}
+    save_classifier(model, accuracy, args.out, record)
+    print(f"test accuracy {accuracy:.1%}; saved to {args.out} after {seconds:.0f} s")
+    return 0
+
+
+def _standins(args: argparse.Namespace) -> int:
+    from bdia.standins import write_standins
 
     try:
-        cfg = FIDConfig(out_dir=args.out, profile=args.profile, methods=args.methods, budgets=args.calls,
-                        num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, model=args.model,
-                        edm_model=args.edm_model, device=args.device)
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create {args.out}: {error.strerror or error}") from None
+    paths = write_standins(args.out, seed=args.seed)
+    print("stand-in weights (published architectures, random weights; their images and scores mean nothing) in",
+          paths["hub_cache"])
+    print("use them with:\n  " + " ".join(f"{k}={v}" for k, v in paths["environment"].items()))
+    print(f"stand-in FID reference images: {paths['reference']}")
+    return 0
+
+
+def _fid(args: argparse.Namespace) -> int:
+    from bdia.fid import FIDConfig, run_fid
+
+    cfg = FIDConfig(out_dir=args.out, profile=args.profile, methods=args.methods, budgets=args.calls,
+                    num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, model=args.model,
+                    edm_model=args.edm_model, detector=args.detector, reference=args.reference, device=args.device)
+    try:
         rows = run_fid(cfg)
-    except (ModelNotAvailableError, ValueError, OSError, ModuleNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; rerun the same command to resume (finished shards are kept)", file=sys.stderr)
+        return 130
     if rows:
-        print(f"profile: {cfg.profile} ({'digits, not CIFAR10' if cfg.profile == 'ci' else 'CIFAR10'}), "
-              f"{cfg.num_samples} samples per row")
+        kind = "digits, not CIFAR10" if cfg.profile == "ci" else "CIFAR10"
+        weights = sorted({r["weights"] for r in rows} | {r["detector_weights"] for r in rows})
+        print(f"profile: {cfg.profile} ({kind}), {cfg.num_samples} samples per row; weights: {', '.join(weights)}")
         for row in rows:
             print(f"{row['label']:<22} budget {row['budget']:>3} calls ({row['steps']:>3} steps)  FID {row['fid']:.4g}")
         print(f"results: {cfg.out_dir / 'results.csv'}")
@@ -84,70 +173,133 @@ def _fid(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from bdia.bench import run_benchmark, write_results
+    from bdia.bench import check_grid, run_benchmark, write_results
 
+    check_grid(models=args.models, methods=args.methods, dtypes=args.dtypes, step_counts=args.steps,
+               repeats=args.repeats, out=args.out)
     try:
         rows = run_benchmark(models=args.models, methods=args.methods, dtypes=args.dtypes, step_counts=args.steps,
                              repeats=args.repeats, device=args.device, network_dtype=args.network_dtype)
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; nothing was written", file=sys.stderr)
+        return 130
     path = write_results(rows, args.out, device=args.device, note=args.note)
     print(f"{'model':<13}{'dtype':<9}{'N':>4}  {'method':<16}{'calls':>6}{'time/DDIM':>11}{'sampler/step':>14}"
-          f"{'error':>10}")
+          f"{'error':>10}  weights")
     for r in rows:
         print(f"{r['model']:<13}{r['dtype']:<9}{r['steps']:>4}  {r['label']:<16}{r['calls']:>6}"
-              f"{r['time_ratio_to_ddim']:>11.2f}{r['sampler_overhead_per_step']:>14.3f}{r['round_trip_error']:>10.1e}")
+              f"{r['time_ratio_to_ddim']:>11.2f}{r['sampler_overhead_per_step']:>14.3f}{r['round_trip_error']:>10.1e}"
+              f"  {r['weights']}")
+    notes = sorted({r["timing_note"] for r in rows if r["timing_note"]})
+    for note in notes:
+        print(f"note: {note}; use --repeats 3 or more to compare times")
     print(f"results: {path} and {path.with_suffix('.csv')}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bdia", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bdia", description=__doc__, allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="round trips of every method on an exact Gaussian mixture")
-    demo.add_argument("--steps", type=int, default=50)
-    demo.add_argument("--dim", type=int, default=2)
-    demo.add_argument("--batch", type=int, default=256)
+
+    def command(name, **kwargs):
+        return sub.add_parser(name, allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                              **kwargs)
+
+    demo = command("demo", help="round trips of every method on an exact Gaussian mixture")
+    demo.add_argument("--steps", type=_positive("--steps", 2), default=50, help="steps of each round trip")
+    demo.add_argument("--dim", type=_positive("--dim"), default=2, help="dimension of the mixture")
+    demo.add_argument("--batch", type=_positive("--batch"), default=256, help="samples per round trip")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
-    train = sub.add_parser("train-digits", help="train the shipped digits DDPM (minutes on 2 CPU cores)")
-    train.add_argument("--out", type=Path, default=Path(__file__).parent / "weights" / "digits-unet")
-    train.add_argument("--steps", type=int, default=2500)
-    train.add_argument("--batch-size", type=int, default=128)
+
+    train = command("train-digits", help="train the digits DDPM (minutes on 2 CPU cores)")
+    train.add_argument("--out", type=Path, default=Path("outputs/digits-unet"),
+                       help="output folder; the shipped weights are replaced only with --overwrite-shipped")
+    train.add_argument("--overwrite-shipped", action="store_true", help="allow --out to be the shipped weights' folder")
+    train.add_argument("--steps", type=_positive("--steps"), default=2500)
+    train.add_argument("--batch-size", type=_positive("--batch-size"), default=128)
     train.add_argument("--lr", type=float, default=2e-3)
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=_train_digits)
-    fid = sub.add_parser("fid", help="FID per method and network-call budget (resumes after an interruption)")
+
+    classifier = command("train-classifier", help="train the digit classifier that scores the ci profile's FID")
+    classifier.add_argument("--out", type=Path, default=Path("outputs/digit-classifier"),
+                            help="output folder; the shipped weights are replaced only with --overwrite-shipped")
+    classifier.add_argument("--overwrite-shipped", action="store_true",
+                            help="allow --out to be the shipped weights' folder")
+    classifier.add_argument("--epochs", type=_positive("--epochs"), default=30)
+    classifier.add_argument("--seed", type=int, default=0)
+    classifier.set_defaults(func=_train_classifier)
+
+    standins = command("standins", help="write stand-in weights of the paper profile's models (no network)")
+    standins.add_argument("--out", type=Path, required=True, help="folder to use as HF_HUB_CACHE")
+    standins.add_argument("--seed", type=int, default=0)
+    standins.set_defaults(func=_standins)
+
+    fid = command("fid", help="FID per method and network-call budget (resumes after an interruption)")
     fid.add_argument("--profile", choices=["ci", "paper"], default="ci")
-    fid.add_argument("--methods", nargs="+", default=["ddim", "bdia:gamma=0.5", "heun", "bdia-edm:gamma=0.1"],
+    fid.add_argument("--methods", nargs="+", type=_method,
+                     default=["ddim", "bdia:gamma=0.5", "heun", "bdia-edm:gamma=0.1"],
                      help="methods with options, e.g. ddim bdia:gamma=0.5 edict:p=0.93")
-    fid.add_argument("--calls", nargs="+", type=int, default=[10, 20], help="network-call budgets per sample")
-    fid.add_argument("--num-samples", type=int, default=2000)
-    fid.add_argument("--batch-size", type=int, default=500)
+    fid.add_argument("--calls", nargs="+", type=_positive("--calls"), default=[10, 20],
+                     help="network-call budgets per sample")
+    fid.add_argument("--num-samples", type=_positive("--num-samples", 2), default=2000)
+    fid.add_argument("--batch-size", type=_positive("--batch-size"), default=500)
     fid.add_argument("--out", type=Path, default=Path("outputs/fid"))
     fid.add_argument("--model", default=None, help="model id or folder (default: the profile's model)")
     fid.add_argument("--edm-model", default=None,
-                     help="an NVlabs EDM checkpoint (.pkl) for heun and bdia-edm (needs NVlabs' code to unpickle)")
-    fid.add_argument("--device", default="cpu")
+                     help="an NVlabs EDM checkpoint (.pkl) for heun and bdia-edm; it is a pickle that runs code "
+                          "when loaded (and needs NVlabs' dnnlib/torch_utils): trusted files only")
+    fid.add_argument("--detector", default=None,
+                     help="paper profile: the Inception detector file (default: NVlabs' TorchScript "
+                          "inception-2015-12-05.pt in the torch hub cache, downloaded on first use)")
+    fid.add_argument("--reference", default=None,
+                     help="paper profile: an EDM statistics file (.npz), a folder of images, or a hub data set id "
+                          "(default: uoft-cs/cifar10, training split)")
+    fid.add_argument("--device", type=_device, default="cpu")
     fid.add_argument("--seed", type=int, default=0)
     fid.set_defaults(func=_fid)
-    bench = sub.add_parser("bench", help="cost and exactness of each method (calls, time ratios, memory, error)")
+
+    bench = command("bench", help="cost and exactness of each method (calls, time ratios, memory, error)")
     bench.add_argument("--models", nargs="+", default=["gmm2d", "digits-unet", "tiny-sd"],
+                       choices=["gmm2d", "digits-ideal", "digits-unet", "tiny-sd", "sd-unet"], metavar="MODEL",
                        help="gmm2d digits-ideal digits-unet tiny-sd sd-unet")
-    bench.add_argument("--methods", nargs="+", default=["ddim", "edict", "bdia:gamma=1.0", "bdia:gamma=0.96", "obelm"])
-    bench.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
-    bench.add_argument("--steps", nargs="+", type=int, default=[10, 20, 50, 100])
-    bench.add_argument("--repeats", type=int, default=3)
-    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--methods", nargs="+", type=_method,
+                       default=["ddim", "edict", "bdia:gamma=1.0", "bdia:gamma=0.96", "obelm"])
+    bench.add_argument("--dtypes", nargs="+", default=["float32", "float64"],
+                       choices=["float16", "bfloat16", "float32", "float64"], metavar="DTYPE",
+                       help="latent dtypes: float16 bfloat16 float32 float64")
+    bench.add_argument("--steps", nargs="+", type=_positive("--steps", 2), default=[10, 20, 50, 100])
+    bench.add_argument("--repeats", type=_positive("--repeats"), default=3)
+    bench.add_argument("--device", type=_device, default="cpu")
     bench.add_argument("--network-dtype", default="float32",
                        choices=["latent", "float16", "bfloat16", "float32", "float64"],
-                       help="dtype of the networks; 'latent': the dtype of each row's latents (default: %(default)s)")
+                       help="dtype of the networks; 'latent': the dtype of each row's latents")
     bench.add_argument("--out", type=Path, default=Path("outputs/bench/results.json"))
     bench.add_argument("--note", default="")
     bench.set_defaults(func=_bench)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a command; returns the exit status (set BDIA_DEBUG=1 to see the traceback of a user error)."""
+    import os
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse has printed the usage and the problem
+        return int(exit_.code or 0)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except (UsageError, ValueError, TypeError, OSError, ModuleNotFoundError) as error:
+        if os.environ.get("BDIA_DEBUG"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,16 +2,19 @@
 
 ``run_benchmark`` inverts and reconstructs the same data with every method and records, per row:
 network calls, wall time (median, min and max over repeats, invert + reconstruct), the time ratio to
-DDIM measured in the same run, the time of the same round trip with a network that costs nothing
-(the sampler's own arithmetic), peak GPU memory (on CUDA; on the CPU the bytes of the inversion state
-are recorded instead), and the relative round-trip error. ``python -m bdia bench`` writes the rows to
-JSON and CSV with the machine they ran on; :func:`plot_benchmark` draws them.
+DDIM measured in the same run (of medians, and of minima), the time of the same round trip with a network
+that costs nothing (the sampler's own arithmetic), peak GPU memory (on CUDA; on the CPU the bytes of the
+inversion state are recorded instead), the relative round-trip error, and which weights the model has.
+Every method is run once untimed first (warm-up: allocation, kernel selection, caches), and the timed
+repeats interleave the methods, alternating their order, so that no method pays for coming first.
+With fewer than 3 repeats a row says that its ratio is a single measurement. ``python -m bdia bench``
+writes the rows to JSON and CSV with the machine they ran on; :func:`plot_benchmark` draws them.
 
 Models (all offline unless noted): ``gmm2d`` (exact 2-D mixture), ``digits-ideal`` (exact ideal
 denoiser of sklearn's digits), ``digits-unet`` (the shipped trained digits DDPM), ``tiny-sd`` (the
-miniature Stable Diffusion UNet with a prompt and guidance 3), ``sd-unet`` (a full-size Stable
-Diffusion 1.x UNet, 64x64x4 latents = 512x512 images, from its published config with random weights:
-slow on a CPU, meant for a GPU).
+miniature Stable Diffusion UNet with a prompt and guidance 3), ``sd-unet`` (the UNet of Stable Diffusion
+1.5, ``stable-diffusion-v1-5/stable-diffusion-v1-5``, 64x64x4 latents = 512x512 images, with fixed random
+text embeddings and guidance 3: from the hub, or its stand-in offline; slow on a CPU, meant for a GPU).
 """
 
 from __future__ import annotations
@@ -45,15 +48,7 @@ class BenchModel:
     data: torch.Tensor
     schedule: VPSchedule
     description: str
-
-
-def _sd_unet_config() -> dict:
-    # Stable Diffusion 1.x's published UNet configuration (860M parameters)
-    return dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-                block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
-                down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
-                                  "DownBlock2D"),
-                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
+    weights: str = "exact model"
 
 
 class _TextUNet:
@@ -97,7 +92,7 @@ def build_model(name: str, device="cpu", network_dtype: torch.dtype = torch.floa
         idx = torch.randperm(len(images), generator=gen)[:16]
         unet = load_unet(shipped_model_path(), device=device, dtype=network_dtype)
         return BenchModel(name, UNetEpsModel(unet, labels[idx].to(device)), images[idx].to(device), VPSchedule.ddpm(),
-                          "trained digits DDPM (class-conditional), 16 digits")
+                          "trained digits DDPM (class-conditional), 16 digits", "trained by bdia")
     if name == "tiny-sd":
         from skimage import data as skdata
 
@@ -106,18 +101,19 @@ def build_model(name: str, device="cpu", network_dtype: torch.dtype = torch.floa
         pipe = tiny_stable_diffusion(seed=seed, device=device, dtype=network_dtype)
         latent = encode_image(pipe, skdata.chelsea(), dtype=torch.float64)
         return BenchModel(name, StableDiffusionEpsModel(pipe, "a photo of a cat", guidance_scale=3.0), latent,
-                          schedule_from_scheduler(pipe.scheduler), "miniature SD UNet, 8x8x4 latent, guidance 3")
+                          schedule_from_scheduler(pipe.scheduler), "miniature SD UNet, 8x8x4 latent, guidance 3",
+                          "random (miniature pipeline)")
     if name == "sd-unet":
-        from diffusers import UNet2DConditionModel
+        from .diffusers import load_unet
+        from .standins import SD_MODEL, weights_label
 
-        torch.manual_seed(seed)
-        from .diffusers import cast_network
-
-        unet = cast_network(UNet2DConditionModel(**_sd_unet_config()).to(device).eval(), network_dtype)
-        emb = torch.randn(1, 77, 768, generator=gen).to(device=device, dtype=network_dtype)
-        latent = torch.randn(1, 4, 64, 64, generator=gen).to(device)
+        unet = load_unet(SD_MODEL, subfolder="unet", dtype=network_dtype, device=device)
+        emb = torch.randn(1, 77, unet.config.cross_attention_dim, generator=gen).to(device=device, dtype=network_dtype)
+        side = unet.config.sample_size
+        latent = torch.randn(1, unet.config.in_channels, side, side, generator=gen).to(device)
         return BenchModel(name, _TextUNet(unet, emb, 3.0), latent, VPSchedule.stable_diffusion(),
-                          "full-size SD 1.x UNet (random weights), 64x64x4 latent (512x512), guidance 3")
+                          f"SD 1.5 UNet, {side}x{side}x4 latent ({8 * side}x{8 * side}), random text embeddings, "
+                          "guidance 3", weights_label(SD_MODEL))
     raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
 
 
@@ -139,10 +135,52 @@ def machine_info(device) -> dict:
     return info
 
 
-def _timed_round_trips(model, data, schedule, n, spec, repeats):
-    trips = [round_trip(model, data, schedule, n, spec) for _ in range(repeats)]
-    times = [t.invert_seconds + t.reconstruct_seconds for t in trips]
-    return trips[0], times
+MIN_REPEATS_FOR_RATIO = 3
+
+
+def check_grid(models=("gmm2d",), methods=DEFAULT_METHODS, dtypes=("float32", "float64"), step_counts=(10, 20),
+               repeats: int = 3, out=None) -> None:
+    """Refuse a benchmark grid that would fail part-way: unknown models or dtypes, methods without an inverse,
+    step counts a method cannot take, repeats < 1, an output file that cannot be written."""
+    from .samplers import INVERTIBLE_METHODS, _MIN_STEPS
+
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(MODELS)}")
+    bad_dtypes = [d for d in dtypes if d not in ("float16", "bfloat16", "float32", "float64")]
+    if bad_dtypes:
+        raise ValueError(f"unknown dtype(s) {', '.join(map(repr, bad_dtypes))}; allowed: float16, bfloat16, float32, "
+                         "float64")
+    for spec in parse_methods(methods):
+        if spec.method not in INVERTIBLE_METHODS:
+            raise ValueError(f"method {spec.method!r} has no inverse, so it has no round trip to benchmark; "
+                             f"invertible methods: {', '.join(INVERTIBLE_METHODS)}")
+        too_few = [n for n in step_counts if n < _MIN_STEPS[spec.method]]
+        if too_few:
+            raise ValueError(f"method {spec.method!r} needs at least {_MIN_STEPS[spec.method]} steps; "
+                             f"--steps has {too_few}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
+    if out is not None:
+        folder = Path(out).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / ".bdia-write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as error:
+            raise OSError(f"cannot write the results to {out}: {error.strerror or error}") from None
+
+
+def _interleaved_times(model, data, schedule, n, specs, repeats):
+    """Warm every method up once, then time ``repeats`` round trips of each, alternating the methods' order."""
+    first = {str(spec): round_trip(model, data, schedule, n, spec) for spec in specs}  # warm-up, untimed
+    times = {str(spec): [] for spec in specs}
+    for r in range(repeats):
+        for spec in (specs if r % 2 == 0 else specs[::-1]):
+            trip = round_trip(model, data, schedule, n, spec)
+            times[str(spec)].append(trip.invert_seconds + trip.reconstruct_seconds)
+    return first, times
 
 
 def run_benchmark(models=("gmm2d",), methods=DEFAULT_METHODS, dtypes=("float32", "float64"), step_counts=(10, 20),
@@ -157,14 +195,13 @@ def run_benchmark(models=("gmm2d",), methods=DEFAULT_METHODS, dtypes=("float32",
     """
     from tqdm.auto import tqdm
 
+    check_grid(models, methods, dtypes, step_counts, repeats)
     specs = parse_methods(methods)
     if not any(s.method == "ddim" for s in specs):
         specs = [MethodSpec("ddim")] + specs  # the reference for time ratios
-    if repeats < 1:
-        raise ValueError("repeats must be at least 1")
     rows = []
     cuda = torch.device(device).type == "cuda"
-    total = len(models) * len(dtypes) * len(step_counts) * len(specs)
+    total = len(models) * len(dtypes) * len(step_counts)
     bar = tqdm(total=total, desc="benchmark", disable=not progress)
     for name in models:
         bench, built_for = None, None
@@ -175,30 +212,35 @@ def run_benchmark(models=("gmm2d",), methods=DEFAULT_METHODS, dtypes=("float32",
             data = bench.data.to(getattr(torch, dtype_name))
             free = _FreeModel(bench.model(data, float(bench.schedule.timesteps(2)[0])))
             for n in step_counts:
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(device)
+                trips, times = _interleaved_times(bench.model, data, bench.schedule, n, specs, repeats)
+                peak = torch.cuda.max_memory_allocated(device) if cuda else None
+                _, free_times = _interleaved_times(free, data, bench.schedule, n, specs, repeats)
                 block = []
                 for spec in specs:
-                    if cuda:
-                        torch.cuda.reset_peak_memory_stats(device)
-                    trip, times = _timed_round_trips(bench.model, data, bench.schedule, n, spec, repeats)
-                    peak = torch.cuda.max_memory_allocated(device) if cuda else None
-                    _, free_times = _timed_round_trips(free, data, bench.schedule, n, spec, repeats)
+                    trip, t = trips[str(spec)], times[str(spec)]
                     block.append({
-                        "model": name, "model_description": bench.description, "dtype": dtype_name,
-                        "network_dtype": net_name, "steps": n, "method": str(spec), "label": spec.label,
-                        "invert_calls": trip.invert_calls, "reconstruct_calls": trip.reconstruct_calls,
-                        "calls": trip.calls, "seconds_median": statistics.median(times), "seconds_min": min(times),
-                        "seconds_max": max(times), "sampler_only_seconds_median": statistics.median(free_times),
+                        "model": name, "model_description": bench.description, "weights": bench.weights,
+                        "dtype": dtype_name, "network_dtype": net_name, "steps": n, "method": str(spec),
+                        "label": spec.label, "invert_calls": trip.invert_calls,
+                        "reconstruct_calls": trip.reconstruct_calls, "calls": trip.calls,
+                        "seconds_median": statistics.median(t), "seconds_min": min(t), "seconds_max": max(t),
+                        "sampler_only_seconds_median": statistics.median(free_times[str(spec)]),
                         "peak_gpu_memory_bytes": peak,
                         "state_bytes": sum(z.numel() * z.element_size() for z in trip.state.latents),
-                        "round_trip_error": trip.error, "repeats": repeats})
-                    bar.update(1)
+                        "round_trip_error": trip.error, "repeats": repeats,
+                        "timing_note": "" if repeats >= MIN_REPEATS_FOR_RATIO else
+                        f"{repeats} repeat(s): the time ratio is a single measurement, not a comparison"})
                 ddim = next(r for r in block if r["method"] == "ddim")
                 for r in block:
                     r["time_ratio_to_ddim"] = r["seconds_median"] / ddim["seconds_median"]
+                    r["time_ratio_to_ddim_min"] = r["seconds_min"] / ddim["seconds_min"]
                     # the method's own arithmetic per step, as a share of a DDIM step with the real network
                     r["sampler_overhead_per_step"] = (r["sampler_only_seconds_median"] / r["calls"]) / \
                         (ddim["seconds_median"] / ddim["calls"])
                 rows.extend(block)
+                bar.update(1)
     bar.close()
     return rows
 

@@ -5,7 +5,9 @@
   schedule, eps-prediction, classifier-free guidance by label dropout). ``python -m bdia train-digits``
   reproduces the shipped weights in ``bdia/weights/digits-unet`` (a few minutes on 2 CPU cores).
 * :class:`DigitClassifier` and :func:`train_classifier`: a small CNN whose penultimate features define
-  the Fréchet distance of the ``ci`` profile, as Inception's do for CIFAR10.
+  the Fréchet distance of the ``ci`` profile, as Inception's do for CIFAR10. Its trained weights ship in
+  ``bdia/weights/digit-classifier`` (``python -m bdia train-classifier`` reproduces them) and
+  :func:`load_classifier` loads them, so every run scores with the same fixed feature network.
 
 The diffusion model is the same class as ``google/ddpm-cifar10-32`` and is loaded by the same
 function (:func:`bdia.diffusers.load_unet`), so the ``ci`` FID runs the ``paper`` code path.
@@ -24,7 +26,8 @@ from tqdm.auto import tqdm
 from .schedules import VPSchedule
 
 __all__ = ["NUM_CLASSES", "NULL_CLASS", "load_digits_images", "train_test_split", "unet_config",
-           "train_diffusion_model", "shipped_model_path", "DigitClassifier", "train_classifier"]
+           "train_diffusion_model", "shipped_model_path", "DigitClassifier", "train_classifier",
+           "shipped_classifier_path", "load_classifier", "save_classifier"]
 
 NUM_CLASSES = 10
 #: the label of the unconditional (dropped) class used for classifier-free guidance
@@ -63,6 +66,42 @@ def unet_config() -> dict:
 def shipped_model_path() -> Path:
     """Folder of the shipped digits model (``config.json`` + safetensors weights)."""
     return Path(str(resources.files("bdia") / "weights" / "digits-unet"))
+
+
+def shipped_classifier_path() -> Path:
+    """Folder of the shipped digit classifier (``model.safetensors`` + ``training.json``)."""
+    return Path(str(resources.files("bdia") / "weights" / "digit-classifier"))
+
+
+def save_classifier(model: "DigitClassifier", accuracy: float, folder, record: dict | None = None) -> Path:
+    """Write a classifier as ``folder/model.safetensors`` with its test accuracy (and ``training.json``)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"),
+              metadata={"test_accuracy": f"{accuracy:.4f}"})
+    if record is not None:
+        (folder / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    return folder
+
+
+def load_classifier(path=None) -> tuple["DigitClassifier", float]:
+    """``(classifier, test accuracy)`` from ``path`` (a folder of :func:`save_classifier`), by default the shipped one."""
+    from safetensors import safe_open
+
+    folder = Path(path) if path else shipped_classifier_path()
+    file = folder / "model.safetensors"
+    if not file.is_file():
+        raise FileNotFoundError(f"no digit classifier at {file}; `python -m bdia train-classifier --out {folder}` "
+                                "trains one")
+    model = DigitClassifier()
+    with safe_open(str(file), "pt") as f:
+        model.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
+        accuracy = float(f.metadata()["test_accuracy"])
+    return model.eval(), accuracy
 
 
 def train_diffusion_model(steps: int = 2500, batch_size: int = 128, lr: float = 2e-3, p_uncond: float = 0.15,
@@ -116,7 +155,7 @@ class DigitClassifier(nn.Module):
         self.head = nn.Linear(64, NUM_CLASSES)
 
     def features(self, images: Tensor) -> Tensor:
-        return self.body(images.float())
+        return self.body(images.to(self.head.weight.dtype))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.features(images))

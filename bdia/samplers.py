@@ -34,7 +34,7 @@ from . import steps
 from .schedules import Schedule
 
 __all__ = ["sample", "invert", "InversionState", "NonFiniteError", "ExactnessWarning", "METHODS",
-           "INVERTIBLE_METHODS", "EXACT_METHODS", "method_defaults", "rounding_amplification"]
+           "INVERTIBLE_METHODS", "EXACT_METHODS", "method_defaults", "rounding_amplification", "default_lattice"]
 
 METHODS = ("ddim", "edict", "bdia", "obelm", "heun", "bdia-edm")
 INVERTIBLE_METHODS = ("ddim", "edict", "bdia", "obelm", "bdia-edm")
@@ -43,14 +43,17 @@ EXACT_METHODS = ("edict", "bdia", "obelm", "bdia-edm")
 _METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     "ddim": {},
     "edict": {"p": 0.93, "leapfrog": True},
-    "bdia": {"gamma": 1.0},
+    "bdia": {"gamma": 1.0, "lattice": None},
     "obelm": {},
     "heun": {},
-    "bdia-edm": {"gamma": 1.0},
+    "bdia-edm": {"gamma": 1.0, "lattice": None},
 }
+#: mantissa bits of each dtype (without the implicit bit): multiples of 2^-k below 2^(bits - k) add exactly
+_MANTISSA = {torch.float64: 52, torch.float32: 23, torch.bfloat16: 7, torch.float16: 10}
 _MIN_STEPS = {"ddim": 1, "edict": 1, "bdia": 2, "obelm": 2, "heun": 1, "bdia-edm": 2}
 _RUN_OPTIONS = ("progress", "callback", "return_trajectory")
-#: an inversion whose rounding amplification exceeds this gets an :class:`ExactnessWarning`
+#: an inversion whose rounding amplification (a priori, or measured as the growth of its states over their
+#: noise level) exceeds this gets an :class:`ExactnessWarning`
 AMPLIFICATION_WARN = 1e3
 
 
@@ -75,7 +78,11 @@ class InversionState:
     ``latents`` holds the noisy end of the inverted trajectory: ``(z_N, z_{N-1})`` for ``bdia``,
     ``obelm`` and ``bdia-edm``, the coupled pair ``(x_N, y_N)`` for ``edict``, ``(z_N,)`` for ``ddim``.
     ``timesteps`` is the part of the grid that was traversed, ``[t_K, ..., t_0]`` (``K = N`` unless
-    ``strength < 1``).
+    ``strength < 1``). ``noise_stats`` compares the inverted states with the noise level of their
+    timesteps: ``ratio`` is the rms of ``z_K`` over the rms expected at ``t_K`` for data of this rms
+    (``sqrt(alpha^2 rms(x0)^2 + sigma^2)``), ``peak_ratio`` the largest such ratio along the trajectory,
+    ``amplification_bound`` the a-priori bound of :func:`rounding_amplification`, and with a lattice
+    ``input_moved`` the largest change that rounding the input onto it made.
     """
 
     method: str
@@ -85,6 +92,10 @@ class InversionState:
     latents: tuple
     shape: tuple = field(default=())
     levels: Tensor | None = None  # (alpha, sigma) at each timestep: identifies the schedule
+    #: the inverted states against the noise level of their timesteps (see :func:`invert`)
+    noise_stats: dict = field(default_factory=dict)
+    #: what the model was conditioned on (e.g. guidance scale, prompt fingerprint), for the adapters to check
+    conditioning: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.shape and self.latents:
@@ -134,6 +145,10 @@ def _check_gamma(gamma) -> float:
 def _resolve(method: str, options: dict, *, inverting: bool) -> tuple[dict, dict]:
     """Split ``options`` into method options (defaults filled in, validated) and run options."""
     _check_method(method)
+    if "lattice" in options and "lattice" not in _METHOD_OPTIONS[method]:
+        raise TypeError(f"lattice is an option of 'bdia' and 'bdia-edm' with gamma = 1 only: {method!r}'s update "
+                        "multiplies the carried state by a coefficient other than 1 (EDICT's mixing weight p, O-BELM's "
+                        "step-size ratios), so a state rounded onto a lattice cannot be recovered exactly")
     allowed = set(_METHOD_OPTIONS[method]) | set(_RUN_OPTIONS) | ({"strength"} if inverting else set())
     unknown = sorted(set(options) - allowed)
     if unknown:
@@ -143,17 +158,54 @@ def _resolve(method: str, options: dict, *, inverting: bool) -> tuple[dict, dict
     if "gamma" in method_opts:
         method_opts["gamma"] = _check_gamma(method_opts["gamma"])
     if "p" in method_opts:
+        if isinstance(method_opts["p"], bool) or not isinstance(method_opts["p"], (int, float)):
+            raise TypeError(f"EDICT mixing weight p must be a number in (0, 1], got {method_opts['p']!r}")
         p = float(method_opts["p"])
         if not 0.0 < p <= 1.0:
             raise ValueError(f"EDICT mixing weight p must be in (0, 1], got {p}")
         method_opts["p"] = p
-    if "leapfrog" in method_opts:
-        method_opts["leapfrog"] = bool(method_opts["leapfrog"])
+    if "leapfrog" in method_opts and not isinstance(method_opts["leapfrog"], bool):
+        raise TypeError(f"leapfrog must be True or False, got {method_opts['leapfrog']!r}")
+    if "lattice" in method_opts:
+        method_opts["lattice"] = _check_lattice(method, method_opts["lattice"], method_opts["gamma"])
     run_opts = {k: options[k] for k in options if k not in method_opts}
     callback = run_opts.get("callback")
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable as callback(step_index, t, state)")
     return method_opts, run_opts
+
+
+def _check_lattice(method: str, lattice, gamma: float):
+    """``None`` (off), ``"auto"`` (chosen per dtype at run time) or a power of two ``2^-k``."""
+    if lattice is None or lattice is False:
+        return None
+    if gamma != 1.0:
+        raise ValueError(f"lattice needs gamma = 1, got gamma={gamma}: only then is the update the leapfrog map "
+                         "z_{i-1} = z_{i+1} + g_i(z_i), whose carried state has coefficient exactly 1; with gamma < 1 the "
+                         "inverse divides by gamma and the rounding cannot be undone")
+    if lattice is True or lattice == "auto":
+        return "auto"
+    if isinstance(lattice, bool) or not isinstance(lattice, (int, float)) or not math.isfinite(lattice) or lattice <= 0:
+        raise TypeError(f"lattice must be True (a spacing chosen for the dtype), or a power of two such as 2**-40, "
+                        f"got {lattice!r}")
+    mantissa, _ = math.frexp(lattice)
+    if mantissa != 0.5:
+        raise ValueError(f"the lattice spacing must be a power of two (2**-k) so that rounding onto it is exact, got "
+                         f"{lattice!r}")
+    return float(lattice)
+
+
+def default_lattice(dtype: torch.dtype, schedule: Schedule, num_steps: int) -> float:
+    """The lattice spacing ``2^-k`` for states of ``dtype``: ``k = mantissa bits - log2(bound)``, with the bound on
+    ``|z|`` taken as ``8 * init_noise_sigma + 8`` rounded up to a power of two (16 on VP schedules, 1024 on EDM's)."""
+    if dtype not in _MANTISSA:
+        raise TypeError(f"no lattice for {dtype} states")
+    bound_bits = math.ceil(math.log2(8 * schedule.init_noise_sigma(num_steps) + 8))
+    k = _MANTISSA[dtype] - bound_bits
+    if k < 1:
+        raise ValueError(f"{dtype} has too few mantissa bits for a lattice on this schedule (|z| up to 2^{bound_bits}); "
+                         "use float32 or float64 states")
+    return 2.0 ** -k
 
 
 def _check_num_steps(method: str, num_steps) -> int:
@@ -164,8 +216,10 @@ def _check_num_steps(method: str, num_steps) -> int:
     except TypeError:
         raise TypeError(f"num_steps must be an integer, got {num_steps!r}") from None
     if num_steps < _MIN_STEPS[method]:
-        what = "a multistep method: it needs" if _MIN_STEPS[method] > 1 else "it needs"
-        raise ValueError(f"method {method!r} is {what} at least {_MIN_STEPS[method]} steps, got num_steps={num_steps}")
+        why = " (a two-step method: its first step seeds the pair)" if _MIN_STEPS[method] > 1 else ""
+        least = _MIN_STEPS[method]
+        raise ValueError(f"method {method!r} needs at least {least} step{'s' if least > 1 else ''}{why}, "
+                         f"got num_steps={num_steps}")
     return num_steps
 
 
@@ -176,6 +230,8 @@ def _check_tensor(name: str, z) -> Tensor:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {z.dtype}")
     if z.dim() == 0:
         raise ValueError(f"{name} must have a batch dimension, got a 0-d tensor")
+    if z.shape[0] == 0 or z.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(z.shape)}): give at least one sample")
     if not torch.isfinite(z).all():
         raise ValueError(f"{name} contains non-finite values (nan or inf)")
     return z
@@ -193,9 +249,11 @@ def _grid(schedule: Schedule, num_steps: int, intervals: int) -> Tensor:
 
 
 class _Run:
-    """Network calls, progress, callbacks, trajectory and non-finite checks for one trajectory."""
+    """Network calls, progress, callbacks, trajectory, non-finite checks, the lattice's range and the growth of
+    the states over their noise level, for one trajectory."""
 
-    def __init__(self, model, method: str, direction: str, ts: Tensor, schedule: Schedule, run_opts: dict):
+    def __init__(self, model, method: str, direction: str, ts: Tensor, schedule: Schedule, run_opts: dict,
+                 lattice: float | None = None, data_rms: float | None = None):
         self.model, self.method, self.direction = model, method, direction
         self.ts = [float(t) for t in ts]
         self.levels = [schedule.level(t) for t in self.ts]
@@ -203,13 +261,35 @@ class _Run:
         self.trajectory: list[Tensor] | None = [] if run_opts.get("return_trajectory") else None
         self.bar = tqdm(total=len(self.ts) - 1, desc=f"{method} {direction}", disable=not run_opts.get("progress"),
                         leave=False)
+        self.lattice = lattice
+        self.data_rms = data_rms  # tracks the states' growth over their noise level when given
+        self.peak_ratio = 0.0
+        self.warned_dtype = False
 
     def eps(self, z: Tensor, j: int) -> Tensor:
-        out = self.model(z, self.ts[j])
+        try:
+            out = self.model(z, self.ts[j])
+        except RuntimeError as error:
+            if "dtype" in str(error) or "Half" in str(error) or "Double" in str(error):
+                raise TypeError(f"the model failed on {z.dtype} states ({str(error).splitlines()[0]}): its parameters "
+                                "have another dtype. Cast at the model's boundary, e.g. "
+                                "lambda z, t: net(z.to(net_dtype), t).to(z.dtype), or use bdia.diffusers.UNetEpsModel, "
+                                "which runs the network in its own dtype") from error
+            raise
         if not torch.is_tensor(out) or out.shape != z.shape:
             got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
             raise ValueError(f"the model returned {got} for a state of shape {tuple(z.shape)}; "
                              "a model must return eps with the shape of its input")
+        if not out.is_floating_point():
+            raise TypeError(f"the model returned {out.dtype} values; eps must be a floating-point tensor")
+        if out.dtype != z.dtype:
+            if torch.finfo(out.dtype).eps > torch.finfo(z.dtype).eps and not self.warned_dtype:
+                self.warned_dtype = True
+                warnings.warn(f"the model returned {out.dtype} eps for {z.dtype} states: the round trip is exact only "
+                              "where the network is fed the same input bits in both directions (see "
+                              "bdia.experiments.compare_network_inputs), else to the model's precision",
+                              ExactnessWarning, stacklevel=5)
+            out = out.to(z.dtype)
         return out
 
     def eps_fn(self, j: int) -> Callable[[Tensor], Tensor]:
@@ -218,6 +298,14 @@ class _Run:
     def start(self, z: Tensor) -> None:
         if self.trajectory is not None:
             self.trajectory.append(z)
+        self._track(z, 0)
+
+    def _track(self, z: Tensor, j: int) -> None:
+        if self.data_rms is None:
+            return
+        lvl = self.levels[j]
+        expected = math.sqrt((lvl.alpha * self.data_rms) ** 2 + lvl.sigma**2)
+        self.peak_ratio = max(self.peak_ratio, float(z.double().pow(2).mean().sqrt()) / expected)
 
     def done(self, step: int, j: int, *states: Tensor) -> None:
         """Record that step number ``step`` produced ``states`` at grid point ``j``."""
@@ -227,6 +315,15 @@ class _Run:
                     f"non-finite values (nan/inf) first appeared at step {step + 1} of {len(self.ts) - 1} of "
                     f"{self.method!r} {self.direction} (t = {self.ts[j]:.6g}); check the model's output and the "
                     "schedule there")
+            if self.lattice is not None:
+                limit = 2.0 ** (_MANTISSA[z.dtype]) * self.lattice
+                top = float(z.abs().max())
+                if top >= limit:
+                    raise ValueError(
+                        f"at step {step + 1} of {self.method!r} {self.direction} (t = {self.ts[j]:.6g}) a state reached "
+                        f"|z| = {top:.4g}, beyond the range in which {z.dtype} adds multiples of the lattice "
+                        f"{self.lattice:.3g} exactly (|z| < {limit:.4g}); use a coarser lattice or float64 states")
+            self._track(z, j)
         if self.trajectory is not None:
             self.trajectory.append(states[0])
         if self.callback is not None:
@@ -283,6 +380,10 @@ def _sample_edict(run: _Run, latents, opts):
     return x
 
 
+def _on_lattice(run: _Run, z: Tensor) -> Tensor:
+    return z if run.lattice is None else steps.lattice_round(z, run.lattice)
+
+
 def _sample_two_step(run: _Run, latents, opts, update: Callable, first: Callable):
     """Shared loop of the exact two-step methods: one single-step start, then ``update`` for j >= 1."""
     lv = run.levels
@@ -290,7 +391,7 @@ def _sample_two_step(run: _Run, latents, opts, update: Callable, first: Callable
         z_prev, z_cur = latents
     else:
         z_prev = latents[0]
-        z_cur = first(run, z_prev, run.eps(z_prev, 0), 0)
+        z_cur = _on_lattice(run, first(run, z_prev, run.eps(z_prev, 0), 0))
         run.done(0, 1, z_cur)
     for j in range(1, len(lv) - 1):
         z_prev, z_cur = z_cur, update(run, z_prev, z_cur, run.eps(z_cur, j), j)
@@ -308,6 +409,8 @@ def _heun_first(run: _Run, z, eps, j):
 
 def _bdia_update(run: _Run, z_prev, z_cur, eps, j, gamma):
     lv = run.levels
+    if run.lattice is not None:  # gamma = 1: the leapfrog map with its increment rounded onto the lattice
+        return z_prev + steps.lattice_round(steps.bdia_increment(z_cur, eps, lv[j - 1], lv[j], lv[j + 1]), run.lattice)
     return steps.bdia_step(z_prev, z_cur, eps, lv[j - 1], lv[j], lv[j + 1], gamma)
 
 
@@ -319,6 +422,9 @@ def _obelm_update(run: _Run, z_prev, z_cur, eps, j):
 def _bdia_edm_update(run: _Run, z_prev, z_cur, eps, j, gamma):
     lv = run.levels
     z_forward = _heun_or_euler(run, z_cur, eps, j, len(lv) - 1)
+    if run.lattice is not None:  # alpha = 1 here (checked): x = z, and gamma = 1 makes it a leapfrog map
+        increment = steps.bdia_edm_increment(z_cur, z_forward, eps, lv[j - 1], lv[j], lv[j + 1])
+        return z_prev + steps.lattice_round(increment, run.lattice)
     return steps.bdia_edm_step(z_prev, z_cur, z_forward, eps, lv[j - 1], lv[j], lv[j + 1], gamma)
 
 
@@ -364,7 +470,7 @@ def _invert_edict(run: _Run, z, opts):
 def _invert_two_step(run: _Run, z0, inverse_update: Callable):
     """Seed ``z_1`` with one DDIM inversion step (approximate, it only starts the pair), then exact steps."""
     lv = run.levels
-    z_next, z_cur = z0, steps.ddim_inversion_step(z0, run.eps(z0, 1), lv[0], lv[1])
+    z_next, z_cur = z0, _on_lattice(run, steps.ddim_inversion_step(z0, run.eps(z0, 1), lv[0], lv[1]))
     run.done(0, 1, z_cur)
     for m in range(1, len(lv) - 1):
         z_next, z_cur = z_cur, inverse_update(run, z_next, z_cur, run.eps(z_cur, m), m)
@@ -377,6 +483,9 @@ def _invert_bdia(run: _Run, z0, opts):
 
     def update(run, z_next, z_cur, eps, m):
         lv = run.levels
+        if run.lattice is not None:
+            increment = steps.bdia_increment(z_cur, eps, lv[m + 1], lv[m], lv[m - 1])
+            return z_next - steps.lattice_round(increment, run.lattice)
         return steps.bdia_inverse_step(z_next, z_cur, eps, lv[m + 1], lv[m], lv[m - 1], gamma)
 
     return _invert_two_step(run, z0, update)
@@ -399,6 +508,9 @@ def _invert_bdia_edm(run: _Run, z0, opts):
             z_forward = steps.heun_step(z_cur, eps, run.eps_fn(m - 1), lv[m], lv[m - 1])
         else:
             z_forward = steps.ddim_step(z_cur, eps, lv[m], lv[m - 1])
+        if run.lattice is not None:
+            increment = steps.bdia_edm_increment(z_cur, z_forward, eps, lv[m + 1], lv[m], lv[m - 1])
+            return z_next - steps.lattice_round(increment, run.lattice)
         return steps.bdia_edm_inverse_step(z_next, z_cur, z_forward, eps, lv[m + 1], lv[m], lv[m - 1], gamma)
 
     return _invert_two_step(run, z0, update)
@@ -412,25 +524,77 @@ _INVERTERS = {"ddim": _invert_ddim, "edict": _invert_edict, "bdia": _invert_bdia
 # public drivers
 
 
-def rounding_amplification(method: str, num_inverted_steps: int, **options) -> float:
-    """About how much an inversion amplifies rounding errors: ``(1/gamma)^(K-1)`` for BDIA, else 1."""
-    gamma = options.get("gamma", 1.0)
-    if method in ("bdia", "bdia-edm") and num_inverted_steps > 1:
-        return math.inf if gamma == 0 else (1.0 / gamma) ** (num_inverted_steps - 1)
-    return 1.0
+def rounding_amplification(method: str, num_inverted_steps: int, schedule: Schedule | None = None,
+                           num_steps: int | None = None, **options) -> float:
+    """A priori bound on how much an inversion of ``num_inverted_steps`` steps can amplify rounding errors.
+
+    The product, over the inverse steps, of the coefficient that multiplies the carried state, relative to the
+    growth of the noise scale ``sqrt(alpha^2 + sigma^2)`` (computed in log space; ``inf`` beyond float range):
+
+    * ``bdia``, ``bdia-edm``: ``(1/gamma)^(K-1)``; BDIA's DDIM seed step excites this mode, and the bound is
+      reached (chapter 1 measures a growth of 1.99 per step at gamma = 0.5);
+    * ``obelm``: ``prod |1/c_{i+1}|`` of its inverse update on the run's grid (needs ``schedule`` and ``num_steps``);
+      about 1e9 on a 5-step Karras grid, where the measured growth of its states stays below 10;
+    * ``edict``: ``(1/p^2)^K``, the inverse mixing's second eigenvalue; its coupled half-steps keep the measured
+      growth far below it;
+    * ``ddim``: 1.
+
+    Since EDICT and O-BELM stay far below their bounds, :func:`invert` warns a priori for BDIA only and checks
+    every method's measured growth (``InversionState.noise_stats``) afterwards.
+    """
+    K = num_inverted_steps
+    if method in ("bdia", "bdia-edm"):
+        gamma = float(options.get("gamma", 1.0))
+        if K <= 1:
+            return 1.0
+        if gamma == 0:
+            return math.inf
+        log_amp = (K - 1) * -math.log(gamma)
+    elif method == "edict":
+        log_amp = K * -2.0 * math.log(float(options.get("p", 0.93)))
+    elif method == "obelm":
+        if schedule is None or num_steps is None:
+            raise TypeError("O-BELM's bound depends on the grid: pass schedule= and num_steps=")
+        lv = [schedule.level(float(t)) for t in _grid(schedule, num_steps, K).flip(0)]  # t_0 .. t_K
+        scale = [math.hypot(level.alpha, level.sigma) for level in lv]
+        log_amp = 0.0
+        for m in range(1, K):
+            c_prev = steps._obelm_coefficients(lv[m + 1], lv[m], lv[m - 1])[0]
+            log_amp += -math.log(abs(c_prev)) - math.log(scale[m + 1] / scale[m - 1])
+    else:
+        _check_method(method)
+        return 1.0
+    return math.exp(log_amp) if log_amp < 709.0 else math.inf
+
+
+def _rms(z: Tensor) -> float:
+    return float(z.double().pow(2).mean().sqrt())
 
 
 @torch.no_grad()
 def invert(model, x0: Tensor, schedule: Schedule, num_steps: int, method: str = "bdia", **options):
     """Run the trajectory of ``method`` from data ``x0`` up to noise; returns an :class:`InversionState`.
 
-    Options: ``gamma`` (``bdia``, ``bdia-edm``; in (0, 1], default 1.0), ``p`` and ``leapfrog``
-    (``edict``; defaults 0.93 and True), ``strength`` (fraction of the ``num_steps`` grid to invert,
-    from the data end; default 1.0), ``progress`` (a tqdm bar), ``callback(step_index, t, state)``,
-    ``return_trajectory`` (then ``(state, [z_{t_0}, ..., z_{t_K}])`` is returned).
+    Options: ``gamma`` (``bdia``, ``bdia-edm``; in (0, 1], default 1.0), ``lattice`` (``bdia``, ``bdia-edm`` with
+    ``gamma = 1``: ``True`` or a spacing ``2**-k``; see below), ``p`` and ``leapfrog`` (``edict``; defaults 0.93
+    and True), ``strength`` (fraction of the ``num_steps`` grid to invert, from the data end; default 1.0),
+    ``progress`` (a tqdm bar), ``callback(step_index, t, state)``, ``return_trajectory`` (then
+    ``(state, [z_{t_0}, ..., z_{t_K}])`` is returned).
 
     ``sample(model, state, schedule, num_steps, method)`` then returns ``x0`` up to rounding for the exact
     methods (``edict``, ``bdia``, ``obelm``, ``bdia-edm``); ``ddim`` is the classic approximate inversion.
+
+    **Bit-exact inversion.** With ``lattice``, BDIA (gamma = 1) keeps every state on the lattice of multiples
+    of ``2^-k`` and rounds each increment ``g_i`` onto it before adding it; sums of such numbers are exact, so
+    reconstruction retraces the inversion bit for bit and returns the input *rounded onto the lattice*
+    (``noise_stats["input_moved"]`` says how far that moved it) exactly, whatever the network's precision,
+    provided the network returns the same output for the same input bits (same batch; on a GPU,
+    ``torch.use_deterministic_algorithms(True)``). ``lattice=True`` picks ``k`` from the dtype
+    (:func:`default_lattice`); a state outside the exact range stops the run with an error. BDIA-EDM takes
+    the lattice on schedules with ``alpha = 1`` (EDM's), where its carried state is ``x = z``.
+
+    Warnings (:class:`ExactnessWarning`): half-precision states; a BDIA bound ``(1/gamma)^(K-1)`` above 1e3; and,
+    for every method, states that grew to more than 1e3 times the noise level of their timestep.
     """
     _check_method(method)
     if method not in INVERTIBLE_METHODS:
@@ -439,33 +603,78 @@ def invert(model, x0: Tensor, schedule: Schedule, num_steps: int, method: str = 
     method_opts, run_opts = _resolve(method, options, inverting=True)
     num_steps = _check_num_steps(method, num_steps)
     x0 = _check_tensor("x0", x0)
-    strength = float(run_opts.pop("strength", 1.0))
+    strength = run_opts.pop("strength", 1.0)
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)):
+        raise TypeError(f"strength must be a number in (0, 1], got {strength!r}")
+    strength = float(strength)
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"strength must be in (0, 1], got {strength}")
     intervals = round(strength * num_steps)
     if intervals < _MIN_STEPS[method]:
         raise ValueError(f"strength={strength} of {num_steps} steps inverts {intervals} step(s); method {method!r} "
                          f"needs at least {_MIN_STEPS[method]}")
-    if method in ("bdia", "bdia-edm"):
-        if method_opts["gamma"] == 0.0:
-            raise ValueError("inversion needs gamma > 0: the inverse update divides by gamma (gamma = 0 is plain DDIM, "
-                             "which has no exact inverse); use gamma in (0, 1], e.g. 1.0 or 0.96")
-        amp = rounding_amplification(method, intervals, **method_opts)
-        if amp > AMPLIFICATION_WARN:
-            warnings.warn(f"{method} inversion with gamma={method_opts['gamma']} over {intervals} steps amplifies "
-                          f"rounding errors by about (1/gamma)^(N-1) = {amp:.3g}: the round trip will not be exact. "
-                          "Use gamma closer to 1 or fewer steps.", ExactnessWarning, stacklevel=3)
+    if method in ("bdia", "bdia-edm") and method_opts["gamma"] == 0.0:
+        raise ValueError("inversion needs gamma > 0: the inverse update divides by gamma (gamma = 0 is plain DDIM, "
+                         "which has no exact inverse); use gamma in (0, 1], e.g. 1.0 or 0.96")
+    bound = rounding_amplification(method, intervals, schedule=_as_schedule(schedule), num_steps=num_steps,
+                                   **method_opts)
+    warned = False
+    if method in ("bdia", "bdia-edm") and bound > AMPLIFICATION_WARN:
+        warned = True
+        warnings.warn(f"{method} inversion with gamma={method_opts['gamma']} over {intervals} steps amplifies "
+                      f"rounding errors by about (1/gamma)^(N-1) = {bound:.3g}: the round trip will not be exact. "
+                      "Use gamma closer to 1 or fewer steps.", ExactnessWarning, stacklevel=3)
     if method != "ddim" and x0.dtype in (torch.float16, torch.bfloat16):
         warnings.warn(f"inversion in {x0.dtype} is not exact: rounding errors of half precision dominate; use "
                       "float32 or float64 latents for exact round trips", ExactnessWarning, stacklevel=3)
     ts = _grid(schedule, num_steps, intervals).flip(0)
-    run = _Run(model, method, "inversion", ts, schedule, run_opts)
+    lattice = _lattice_for(method, method_opts, x0.dtype, schedule, num_steps)
+    moved = None
+    if lattice is not None:
+        on_lattice = steps.lattice_round(x0, lattice)
+        moved = float((on_lattice - x0).abs().max())
+        x0 = on_lattice
+    run = _Run(model, method, "inversion", ts, schedule, run_opts, lattice, data_rms=_rms(x0))
     run.start(x0)
     with run:
         latents = _INVERTERS[method](run, x0, method_opts)
     grid = ts.flip(0)
-    state = InversionState(method, num_steps, method_opts, grid, tuple(latents), levels=_levels_tensor(schedule, grid))
+    top = schedule.level(float(grid[0]))
+    expected = math.sqrt((top.alpha * run.data_rms) ** 2 + top.sigma**2)
+    noise_stats = {"latent_rms": _rms(latents[0]), "expected_rms": expected, "ratio": _rms(latents[0]) / expected,
+                   "peak_ratio": run.peak_ratio, "amplification_bound": bound, "input_rms": run.data_rms}
+    if moved is not None:
+        noise_stats["input_moved"] = moved
+    if run.peak_ratio > AMPLIFICATION_WARN and not warned:
+        floor = torch.finfo(x0.dtype).eps * run.peak_ratio
+        warnings.warn(f"the {method} inversion's states grew to {run.peak_ratio:.3g} times the noise level of their "
+                      f"timesteps: rounding at that scale limits the round trip to about {floor:.1e} (relative), and "
+                      "edits from this latent start far from noise", ExactnessWarning, stacklevel=3)
+    options_record = {**method_opts, **({"lattice": lattice} if lattice is not None else {})}
+    state = InversionState(method, num_steps, options_record, grid, tuple(latents),
+                           levels=_levels_tensor(schedule, grid), noise_stats=noise_stats)
     return run.finish(state)
+
+
+def _as_schedule(schedule):
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a bdia Schedule (VPSchedule, EDMSchedule), got {type(schedule).__name__}")
+    return schedule
+
+
+def _lattice_for(method: str, method_opts: dict, dtype: torch.dtype, schedule: Schedule, num_steps: int):
+    """The lattice spacing a run uses (None without one); checks what the lattice needs of the schedule and dtype."""
+    lattice = method_opts.get("lattice")
+    if lattice is None:
+        return None
+    if method == "bdia-edm":
+        alphas = {round(lvl.alpha, 15) for lvl in (schedule.level(float(t)) for t in schedule.timesteps(num_steps))}
+        if alphas != {1.0}:
+            raise ValueError("bdia-edm's lattice needs a schedule with alpha = 1 (EDMSchedule): its leapfrog form holds "
+                             "for x = z / alpha, and dividing by alpha is not exact; use method='bdia' on this schedule")
+    if dtype not in _MANTISSA:
+        raise TypeError(f"no lattice for {dtype} states")
+    return default_lattice(dtype, schedule, num_steps) if lattice == "auto" else lattice
 
 
 def _check_state(state: InversionState, method: str, num_steps: int, options: dict, schedule: Schedule) -> Tensor:
@@ -529,7 +738,16 @@ def sample(model, init, schedule: Schedule, num_steps: int, method: str = "bdia"
         method_opts, run_opts = _resolve(method, options, inverting=False)
         latents = (_check_tensor("init", init),)
         ts = _grid(schedule, num_steps, num_steps)
-    run = _Run(model, method, "sampling", ts, schedule, run_opts)
+    lattice = _lattice_for(method, method_opts, latents[0].dtype, schedule, num_steps)
+    if lattice is not None:
+        if isinstance(init, InversionState):
+            if init.options.get("lattice") != lattice or any(
+                    not torch.equal(steps.lattice_round(z, lattice), z) for z in latents):
+                raise ValueError(f"this state is not on the lattice {lattice:g}: reconstruct with the lattice its "
+                                 f"inversion used ({init.options.get('lattice')!r}), from the state it returned")
+        else:
+            latents = (steps.lattice_round(latents[0], lattice),)
+    run = _Run(model, method, "sampling", ts, schedule, run_opts, lattice)
     run.start(latents[0])
     if len(latents) == 2 and method != "edict":
         run.start(latents[1])  # the pair covers t_K and t_{K-1}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import Tensor
 
 from .schedules import Level
@@ -25,12 +26,15 @@ __all__ = [
     "ddim_inversion_step",
     "bdia_step",
     "bdia_inverse_step",
+    "bdia_increment",
+    "lattice_round",
     "edict_step",
     "edict_inverse_step",
     "obelm_step",
     "obelm_inverse_step",
     "heun_step",
     "bdia_edm_step",
+    "bdia_edm_increment",
     "bdia_edm_inverse_step",
 ]
 
@@ -83,6 +87,25 @@ def bdia_inverse_step(z_next: Tensor, z_cur: Tensor, eps_cur: Tensor, level_prev
     forward = ddim_step(z_cur, eps_cur, level_cur, level_next)
     backward = ddim_step(z_cur, eps_cur, level_cur, level_prev)
     return backward + (z_next - forward) / gamma
+
+
+def bdia_increment(z_cur: Tensor, eps_cur: Tensor, level_prev: Level, level_cur: Level, level_next: Level) -> Tensor:
+    """BDIA's increment ``g_i(z_i) = Delta(t_i -> t_{i-1} | z_i) - Delta(t_i -> t_{i+1} | z_i)`` (paper eq. 26).
+
+    With ``gamma = 1`` the update is the leapfrog map ``z_{i-1} = z_{i+1} + g_i(z_i)`` and its inverse
+    ``z_{i+1} = z_{i-1} - g_i(z_i)``: the coefficient of the carried state is exactly 1 and ``g_i``
+    depends on ``z_i`` alone, which is what makes bit-exact inversion on a lattice possible.
+    """
+    return ddim_step(z_cur, eps_cur, level_cur, level_next) - ddim_step(z_cur, eps_cur, level_cur, level_prev)
+
+
+def lattice_round(z: Tensor, spacing: float) -> Tensor:
+    """``z`` rounded to the nearest multiple of ``spacing`` (a power of two, so the rounding itself is exact).
+
+    Sums and differences of multiples of ``2^-k`` below ``2^(m - k)`` in magnitude (``m`` the dtype's
+    mantissa bits) are exact in floating point: a leapfrog update on such values can be undone bit for bit.
+    """
+    return torch.round(z / spacing) * spacing
 
 
 def edict_step(x: Tensor, y: Tensor, eps_fn: EpsFn, level_cur: Level, level_next: Level, p: float,
@@ -171,6 +194,17 @@ def _bdia_edm_parts(z_cur: Tensor, z_forward: Tensor, eps_cur: Tensor, level_pre
     x_cur = z_cur / level_cur.alpha
     x_backward = x_cur + (level_prev.edm_sigma - level_cur.edm_sigma) * eps_cur  # Euler i -> i+1
     return z_forward / level_next.alpha, x_backward
+
+
+def bdia_edm_increment(z_cur: Tensor, z_forward: Tensor, eps_cur: Tensor, level_prev: Level, level_cur: Level,
+                       level_next: Level) -> Tensor:
+    """BDIA-EDM's increment with ``gamma = 1``, in EDM space: ``Heun(s_i -> s_{i-1} | x_i) - Euler(s_i -> s_{i+1} | x_i)``.
+
+    ``x_{i-1} = x_{i+1} + increment`` is then :func:`bdia_edm_step` with ``gamma = 1``; on a schedule with
+    ``alpha = 1`` (EDM's) ``x`` is ``z`` and the update is a leapfrog map like BDIA-DDIM's.
+    """
+    x_forward, x_backward = _bdia_edm_parts(z_cur, z_forward, eps_cur, level_prev, level_cur, level_next)
+    return x_forward - x_backward
 
 
 def bdia_edm_step(z_prev: Tensor, z_cur: Tensor, z_forward: Tensor, eps_cur: Tensor, level_prev: Level,

@@ -41,18 +41,41 @@ def test_bdia_step_is_paper_eq_29(sig, seed, gamma):
 
 @given(sig=sigmas, seed=st.integers(0, 10**6))
 def test_gamma_zero_is_ddim(sig, seed):
+    """With gamma = 0, BDIA is eq. 7, ``a_i z_i + b_i eps``, and z_{i+1} has no influence."""
     prev, cur, nxt = levels(sig)
-    z_prev, z_cur, eps, _ = tensors(seed)
-    assert torch.equal(steps.bdia_step(z_prev, z_cur, eps, prev, cur, nxt, 0.0), steps.ddim_step(z_cur, eps, cur, nxt))
+    z_prev, z_cur, eps, other = tensors(seed)
+    a_i, b_i = nxt.alpha / cur.alpha, nxt.sigma - cur.sigma * nxt.alpha / cur.alpha
+    ours = steps.bdia_step(z_prev, z_cur, eps, prev, cur, nxt, 0.0)
+    torch.testing.assert_close(ours, a_i * z_cur + b_i * eps, rtol=1e-12, atol=1e-12)
+    assert torch.equal(ours, steps.bdia_step(other, z_cur, eps, prev, cur, nxt, 0.0))
 
 
 @given(sig=sigmas, seed=st.integers(0, 10**6))
 def test_time_symmetry_lemma_1(sig, seed):
-    """Swapping t_{i-1} and t_{i+1} in eq. 26 gives the inverse update eq. 28."""
+    """Swapping t_{i-1} and t_{i+1} in eq. 26 gives eq. 28 as the paper writes it, and that undoes eq. 26."""
     prev, cur, nxt = levels(sig)
     z_next, z_cur, eps, _ = tensors(seed)
+    a_i, b_i = nxt.alpha / cur.alpha, nxt.sigma - cur.sigma * nxt.alpha / cur.alpha
+    a_ip1, b_ip1 = cur.alpha / prev.alpha, cur.sigma - prev.sigma * cur.alpha / prev.alpha
+    eq_28 = z_next - (a_i * z_cur + b_i * eps) + (z_cur / a_ip1 - b_ip1 / a_ip1 * eps)
     swapped = steps.bdia_step(z_next, z_cur, eps, nxt, cur, prev, 1.0)
-    assert torch.equal(swapped, steps.bdia_inverse_step(z_next, z_cur, eps, prev, cur, nxt, 1.0))
+    torch.testing.assert_close(swapped, eq_28, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(steps.bdia_step(swapped, z_cur, eps, prev, cur, nxt, 1.0), z_next, rtol=1e-12,
+                               atol=1e-12)
+
+
+@given(sig=sigmas, seed=st.integers(0, 10**6))
+def test_bdia_increment_is_the_gamma_one_update(sig, seed):
+    """z_{i-1} = z_{i+1} + g_i(z_i): the leapfrog form of eq. 26, which the lattice relies on."""
+    prev, cur, nxt = levels(sig)
+    z_prev, z_cur, eps, _ = tensors(seed)
+    torch.testing.assert_close(z_prev + steps.bdia_increment(z_cur, eps, prev, cur, nxt),
+                               steps.bdia_step(z_prev, z_cur, eps, prev, cur, nxt, 1.0), rtol=1e-12, atol=1e-12)
+    # on a lattice the rounding is exact and the map is undone bit for bit
+    spacing = 2.0**-30
+    z_prev, z_cur = steps.lattice_round(z_prev, spacing), steps.lattice_round(z_cur, spacing)
+    g = steps.lattice_round(steps.bdia_increment(z_cur, eps, prev, cur, nxt), spacing)
+    assert torch.equal((z_prev + g) - g, z_prev)
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-13), (torch.float32, 1e-5)])
@@ -102,7 +125,9 @@ def test_ddim_step_with_fixed_eps_is_invertible_and_the_inversion_step_is_ddim(s
     _, cur, nxt = levels(sig)
     z, eps, _, _ = tensors(seed)
     torch.testing.assert_close(steps.ddim_step(steps.ddim_step(z, eps, cur, nxt), eps, nxt, cur), z)
-    assert torch.equal(steps.ddim_inversion_step(z, eps, nxt, cur), steps.ddim_step(z, eps, nxt, cur))
+    # eq. 10 as the paper writes it: alpha_i (z_{i-1} - sigma_{i-1} eps) / alpha_{i-1} + sigma_i eps
+    eq_10 = cur.alpha * (z - nxt.sigma * eps) / nxt.alpha + cur.sigma * eps
+    torch.testing.assert_close(steps.ddim_inversion_step(z, eps, nxt, cur), eq_10, rtol=1e-12, atol=1e-12)
 
 
 def test_ddim_is_euler_in_edm_space():

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
 
 __all__ = ["ModelNotAvailableError", "load_unet", "load_pipeline", "network_copy", "cast_network"]
 
-_CI_HINT = ("The 'paper' profile downloads hub models and needs internet access; the 'ci' profile uses models "
-            "that ship with bdia (bdia.digits.shipped_model_path()) or are built in code "
-            "(bdia.diffusers.tiny_stable_diffusion()).")
+_CI_HINT = ("The 'paper' profile downloads hub models and needs internet access; offline, "
+            "`python -m bdia standins --out DIR` writes stand-ins of the paper's models (published architectures, "
+            "random weights) to use with HF_HUB_CACHE=DIR HF_HUB_OFFLINE=1. The 'ci' profile uses models that ship "
+            "with bdia (bdia.digits.shipped_model_path()) or are built in code (bdia.diffusers.tiny_stable_diffusion()).")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+class _ConfigReader:
+    """``from_pretrained`` that returns a model class's config dict instead of the model."""
+
+    def __init__(self, cls):
+        self.cls = cls
+
+    def from_pretrained(self, model_id, **kwargs):
+        return dict(self.cls.load_config(model_id, **kwargs))
 
 
 class ModelNotAvailableError(OSError):
@@ -23,9 +36,28 @@ def _offline() -> bool:
         os.environ.get("BDIA_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
-def _load(cls, model_id, **kwargs):
-    if Path(str(model_id)).expanduser().is_dir():
-        return cls.from_pretrained(Path(str(model_id)).expanduser(), **kwargs)
+def _local_path(model_id) -> Path | None:
+    """The folder ``model_id`` names, or None for a hub id; a path-like id that does not exist is an error."""
+    text = str(model_id)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelNotAvailableError(f"{path} is a file; a model is a folder (with config.json and weights) "
+                                         "or a hub id such as google/ddpm-cifar10-32")
+        return path
+    if isinstance(model_id, Path) or text.startswith((".", "/", "~")) or os.sep in text.replace("/", "", 1) \
+            or not _HUB_ID.match(text):
+        raise ModelNotAvailableError(f"no model folder at {path} (and {text!r} is not a hub id of the form "
+                                     "owner/name)")
+    return None
+
+
+def _load(cls, model_id, _config_only: bool = False, **kwargs):
+    if _config_only:  # read the config alone: which class to build
+        cls = _ConfigReader(cls)
+    path = _local_path(model_id)
+    if path is not None:
+        return cls.from_pretrained(path, **kwargs)
     try:  # the local Hugging Face cache first: no network
         return cls.from_pretrained(model_id, local_files_only=True, **kwargs)
     except Exception as cached_error:  # noqa: BLE001 - diffusers raises several kinds here
@@ -56,14 +88,18 @@ def network_copy(module, dtype: torch.dtype):
 
 
 def load_unet(model_id, subfolder: str | None = None, dtype: torch.dtype = torch.float32, device="cpu"):
-    """A diffusers ``UNet2DModel`` from a hub id (``google/ddpm-cifar10-32``) or a local folder.
-
-    The shipped digits model loads the same way: ``load_unet(bdia.digits.shipped_model_path())``.
+    """A diffusers UNet (``UNet2DModel`` or ``UNet2DConditionModel``, as its config says) from a hub id
+    (``google/ddpm-cifar10-32``; ``stable-diffusion-v1-5/stable-diffusion-v1-5`` with ``subfolder="unet"``)
+    or a local folder. The shipped digits model loads the same way: ``load_unet(bdia.digits.shipped_model_path())``.
     """
-    from diffusers import UNet2DModel
+    import diffusers
 
     kwargs = {"subfolder": subfolder} if subfolder else {}
-    unet = _load(UNet2DModel, model_id, **kwargs).to(device).eval()
+    config = _load(diffusers.UNet2DModel, model_id, _config_only=True, **kwargs)
+    name = config.get("_class_name", "UNet2DModel")
+    if name not in ("UNet2DModel", "UNet2DConditionModel"):
+        raise ValueError(f"{model_id} holds a {name}, not a UNet2DModel or UNet2DConditionModel")
+    unet = _load(getattr(diffusers, name), model_id, **kwargs).to(device).eval()
     return cast_network(unet, dtype)
 
 

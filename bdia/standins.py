@@ -1,0 +1,346 @@
+"""Stand-in weights for the ``paper`` profile: the published architectures with seeded random weights.
+
+``python -m bdia standins --out DIR`` writes, with no network access:
+
+* a Hugging Face hub cache in ``DIR`` (the layout ``huggingface_hub`` resolves with
+  ``HF_HUB_CACHE=DIR HF_HUB_OFFLINE=1``) holding, under the repository ids the paper profile loads by
+  default, models with the published configurations of those repositories and random weights
+  (float16 safetensors): Stable Diffusion 1.5 (UNet, VAE, CLIP text encoder, a CLIP tokenizer with a
+  vocabulary of the published size, the published scheduler config) and the CIFAR10 DDPM;
+* ``DIR/torch/hub/checkpoints/inception-2015-12-05.pt``: a TorchScript stand-in for the FID detector
+  with the call signature of the real one (uint8 NCHW images in, 2048-d features out), found by
+  :func:`bdia.fid.load_detector` with ``TORCH_HOME=DIR/torch``;
+* ``DIR/reference``: a folder of stand-in reference images (``--reference DIR/reference``).
+
+Every model folder carries a marker file (:data:`MARKER`) and the detector an extra file of the same
+name, so every result computed from them is labelled ``weights: stand-in (random)`` (:func:`weights_label`).
+They exercise the unchanged paper code at the published sizes; their images and scores mean nothing.
+
+Where each configuration value comes from is recorded beside it (:data:`SOURCES`) and in the
+``bdia-standin.json`` marker of every folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+__all__ = ["MARKER", "STANDIN_LABEL", "PUBLISHED_LABEL", "SD_MODEL", "CIFAR10_MODEL", "REPOSITORIES", "SOURCES",
+           "write_standins", "weights_label", "is_standin", "definition_hash", "environment"]
+
+MARKER = "bdia-standin.json"
+STANDIN_LABEL = "stand-in (random)"
+PUBLISHED_LABEL = "published"
+SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+CIFAR10_MODEL = "google/ddpm-cifar10-32"
+DETECTOR_FILE = "inception-2015-12-05.pt"
+
+# -- published configurations ------------------------------------------------------------------------
+# Values as published in the repositories' config files (diffusers / transformers layout). SOURCES says
+# where each was read; the tests check the fields that decide the architecture.
+
+SD_UNET = {
+    "_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": False, "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
+    "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}
+SD_VAE = {
+    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4, "in_channels": 3, "latent_channels": 4, "layers_per_block": 2,
+    "norm_num_groups": 32, "out_channels": 3, "sample_size": 512, "scaling_factor": 0.18215,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
+SD_TEXT_ENCODER = {
+    "architectures": ["CLIPTextModel"], "model_type": "clip_text_model", "vocab_size": 49408, "hidden_size": 768,
+    "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12, "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu", "layer_norm_eps": 1e-05, "projection_dim": 768, "attention_dropout": 0.0,
+    "dropout": 0.0, "initializer_factor": 1.0, "initializer_range": 0.02, "bos_token_id": 0, "eos_token_id": 2,
+    "pad_token_id": 1,
+}
+SD_TOKENIZER = {
+    "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True, "errors": "replace",
+    "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+    "unk_token": "<|endoftext|>", "add_prefix_space": False,
+}
+SD_SCHEDULER = {
+    "_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
+    "trained_betas": None, "clip_sample": False,
+}
+SD_FEATURE_EXTRACTOR = {
+    "image_processor_type": "CLIPImageProcessor", "crop_size": 224, "do_center_crop": True, "do_normalize": True,
+    "do_resize": True, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "size": 224,
+}
+SD_MODEL_INDEX = {
+    "_class_name": "StableDiffusionPipeline", "feature_extractor": ["transformers", "CLIPImageProcessor"],
+    "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"], "scheduler": ["diffusers", "PNDMScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+}
+CIFAR10_UNET = {
+    "_class_name": "UNet2DModel", "act_fn": "silu", "attention_head_dim": None,
+    "block_out_channels": [128, 256, 256, 256], "center_input_sample": False,
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"], "downsample_padding": 0,
+    "flip_sin_to_cos": False, "freq_shift": 1, "in_channels": 3, "layers_per_block": 2, "mid_block_scale_factor": 1,
+    "norm_eps": 1e-06, "norm_num_groups": 32, "out_channels": 3, "sample_size": 32,
+    "time_embedding_type": "positional",
+    "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+}
+CIFAR10_SCHEDULER = {
+    "_class_name": "DDPMScheduler", "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
+    "num_train_timesteps": 1000, "clip_sample": True, "trained_betas": None, "variance_type": "fixed_small",
+}
+CIFAR10_MODEL_INDEX = {"_class_name": "DDPMPipeline", "scheduler": ["diffusers", "DDPMScheduler"],
+                       "unet": ["diffusers", "UNet2DModel"]}
+
+SOURCES = {
+    SD_MODEL: ("unet/config.json, vae/config.json, text_encoder/config.json, tokenizer/tokenizer_config.json, "
+               "scheduler/scheduler_config.json and model_index.json of the Hugging Face repository "
+               "stable-diffusion-v1-5/stable-diffusion-v1-5 (formerly runwayml/stable-diffusion-v1-5), as "
+               "summarised in this project's notes on the reference methods and cross-checked against public "
+               "copies (open-mmlab/mmagic configs/stable_diffusion, diffusers-rs unet config for v1.5). The VAE's "
+               "scaling_factor 0.18215 is diffusers' default, which the published config predates. The "
+               "tokenizer's vocabulary has the published size (49408 = 256 bytes + 256 word-final bytes + "
+               "48894 merges + 2 specials) with synthetic merges: it is not CLIP's vocabulary. The safety "
+               "checker named in model_index.json is not written (the paper code loads with safety_checker=None)."),
+    CIFAR10_MODEL: ("config.json, scheduler_config.json and model_index.json of the Hugging Face repository "
+                    "google/ddpm-cifar10-32, cross-checked against a public copy of its UNet config."),
+    "detector": ("call signature of NVlabs' TorchScript translation of TF-FID's Inception-v3 "
+                 "(stylegan2-ada-pytorch metrics/inception-2015-12-05.pt; EDM's fid.py uses the same network "
+                 "as a pickle): uint8 images (N, 3, H, W) in, (N, 2048) float32 features out with "
+                 "return_features=True. The stand-in is a random projection, not Inception."),
+}
+
+REPOSITORIES = {
+    SD_MODEL: {"model_index.json": SD_MODEL_INDEX, "unet": SD_UNET, "vae": SD_VAE, "text_encoder": SD_TEXT_ENCODER,
+               "tokenizer": SD_TOKENIZER, "scheduler": SD_SCHEDULER, "feature_extractor": SD_FEATURE_EXTRACTOR},
+    CIFAR10_MODEL: {"model_index.json": CIFAR10_MODEL_INDEX, ".": CIFAR10_UNET, "scheduler": CIFAR10_SCHEDULER},
+}
+
+_VERSION = 1  # bump when the way stand-ins are built changes
+
+
+def definition_hash() -> str:
+    """A hash of everything that defines the stand-ins (configs, seeds, the code's version)."""
+    blob = json.dumps({"repos": REPOSITORIES, "version": _VERSION}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()
+
+
+def environment(out) -> dict:
+    """The environment variables under which the paper code finds the stand-ins in ``out``."""
+    out = Path(out).resolve()
+    return {"HF_HUB_CACHE": str(out), "HF_HUB_OFFLINE": "1", "TORCH_HOME": str(out / "torch")}
+
+
+# -- markers and labels -------------------------------------------------------------------------------
+
+
+def _marker(what: str, repo: str | None = None) -> dict:
+    return {"bdia": "stand-in weights: the published architecture with seeded random weights; every image and "
+                    "score computed from them is meaningless", "what": what, "repository": repo,
+            "sources": SOURCES.get(repo or "detector"), "definition": definition_hash()}
+
+
+def is_standin(path) -> bool:
+    """Whether a model folder (or a file inside one) was written by :func:`write_standins`."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    return (folder / MARKER).is_file() or (folder.parent / MARKER).is_file()  # a component or its repository
+
+
+def weights_label(model_id) -> str:
+    """``"stand-in (random)"`` when ``model_id`` (a folder or a hub id resolved in the local cache) is a stand-in,
+    else ``"published"``."""
+    path = Path(str(model_id)).expanduser()
+    if path.exists():
+        return STANDIN_LABEL if is_standin(path) else PUBLISHED_LABEL
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(str(model_id), MARKER)
+    except Exception:  # noqa: BLE001 - an id that is not a repository id has no cached marker
+        cached = None
+    return STANDIN_LABEL if isinstance(cached, str) else PUBLISHED_LABEL
+
+
+# -- writing ------------------------------------------------------------------------------------------
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    # GPT-2/CLIP byte-level BPE: every byte maps to a printable character
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = printable[:], 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, chars)))
+
+
+def _write_tokenizer(folder: Path, config: dict, vocab_size: int) -> None:
+    """A CLIP byte-level BPE tokenizer with ``vocab_size`` entries and synthetic merges of byte pairs."""
+    symbols = list(_bytes_to_unicode().values())
+    vocab = {s: i for i, s in enumerate(symbols)}
+    vocab.update({s + "</w>": 256 + i for i, s in enumerate(symbols)})
+    num_merges = vocab_size - len(vocab) - 2
+    # letters first, so that prompts of lowercase words merge into multi-character tokens
+    order = sorted(symbols, key=lambda s: (not s.isalpha() or not s.islower(), s))
+    merges = []
+    for first in order:
+        for second in order:
+            if len(merges) == num_merges:
+                break
+            final = len(merges) % 2 == 1  # alternate word-final and inner merges
+            token = first + second + ("</w>" if final else "")
+            merges.append(f"{first} {second}</w>" if final else f"{first} {second}")
+            vocab[token] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    if len(vocab) != vocab_size:
+        raise AssertionError(f"tokenizer vocabulary has {len(vocab)} entries, expected {vocab_size}")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    (folder / "special_tokens_map.json").write_text(json.dumps(
+        {k: config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")}, indent=2))
+
+
+def _save_model(model, folder: Path, seed: int) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    name = "diffusion_pytorch_model.safetensors" if hasattr(model, "save_config") else "model.safetensors"
+    save_file(tensors, str(folder / name), metadata={"format": "pt", "bdia": f"stand-in, seed {seed}"})
+
+
+def _write_component(folder: Path, key: str, config: dict, seed: int, weights: bool = True) -> None:
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    if config.get("_class_name") in ("UNet2DConditionModel", "UNet2DModel", "AutoencoderKL"):
+        import diffusers
+
+        cls = getattr(diffusers, config["_class_name"])
+        fields = {k: v for k, v in config.items() if not k.startswith("_")}
+        if weights:
+            model = cls.from_config(fields)
+            model.save_config(folder)  # the published fields, plus diffusers' defaults for the rest
+            _save_model(model, folder, seed)
+        else:
+            (folder / "config.json").write_text(json.dumps(config, indent=2))
+    elif config.get("model_type") == "clip_text_model":
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        text_config = CLIPTextConfig(**{k: v for k, v in config.items() if k != "architectures"})
+        text_config.architectures = config["architectures"]
+        text_config.save_pretrained(folder)
+        if weights:
+            _save_model(CLIPTextModel(text_config), folder, seed)
+    elif config.get("tokenizer_class") == "CLIPTokenizer":
+        _write_tokenizer(folder, config, SD_TEXT_ENCODER["vocab_size"])
+    elif "image_processor_type" in config:
+        (folder / "preprocessor_config.json").write_text(json.dumps(config, indent=2))
+    elif config.get("_class_name", "").endswith("Scheduler"):
+        (folder / "scheduler_config.json").write_text(json.dumps(config, indent=2))
+    else:
+        raise ValueError(f"no writer for component {key!r}")
+    (folder / MARKER).write_text(json.dumps(_marker(key), indent=2))
+
+
+def _write_repository(out: Path, repo: str, components: dict, seed: int, progress, weights: bool) -> Path:
+    commit = hashlib.sha1(f"{repo}:{definition_hash()}".encode()).hexdigest()
+    root = out / f"models--{repo.replace('/', '--')}"
+    snapshot = root / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for offset, (key, config) in enumerate(components.items()):
+        progress(f"{repo}: {key}")
+        if key == "model_index.json":
+            (snapshot / key).write_text(json.dumps(config, indent=2))
+        elif key == "scheduler" and repo == CIFAR10_MODEL:  # the DDPM repository keeps it at the top level
+            (snapshot / "scheduler_config.json").write_text(json.dumps(config, indent=2))
+        else:
+            _write_component(snapshot / key, key, config, seed + offset, weights)
+    (snapshot / MARKER).write_text(json.dumps(_marker("repository", repo), indent=2))
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+class _StandInDetector(torch.nn.Module):
+    """Same call as NVlabs' Inception detector: uint8 (N, 3, H, W) to (N, 2048) float32; a random projection."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.projection = torch.nn.Parameter(torch.randn(3 * 8 * 8, 2048, generator=gen) / 8.0, requires_grad=False)
+
+    def forward(self, img: torch.Tensor, return_features: bool = False, use_fp16: bool = False,
+                no_output_bias: bool = False) -> torch.Tensor:
+        x = img.to(torch.float32) / 127.5 - 1.0
+        x = torch.nn.functional.adaptive_avg_pool2d(x, (8, 8)).flatten(1)
+        return torch.relu(x @ self.projection)
+
+
+def _write_detector(folder: Path, seed: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    module = torch.jit.script(_StandInDetector(seed))
+    path = folder / DETECTOR_FILE
+    tmp = path.with_suffix(".tmp")
+    torch.jit.save(module, str(tmp), _extra_files={MARKER: json.dumps(_marker("detector"))})
+    os.replace(tmp, path)
+    return path
+
+
+def _write_reference(folder: Path, seed: int, count: int = 64) -> None:
+    """``count`` 32x32 PNG images (smooth random colour fields) standing in for a reference data set."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(count, 3, 4, 4, generator=gen)
+    images = torch.nn.functional.interpolate(coarse, size=(32, 32), mode="bilinear", align_corners=False)
+    for k, image in enumerate((images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(image).save(folder / f"{k:05d}.png")
+    (folder / MARKER).write_text(json.dumps(_marker("reference images"), indent=2))
+
+
+def write_standins(out, seed: int = 0, progress: bool = True, repositories=None, weights: bool = True) -> dict:
+    """Write every stand-in into ``out`` (see the module docstring); returns the paths and the environment.
+
+    Nothing is downloaded. A folder whose stamp matches :func:`definition_hash` is left as it is.
+    ``repositories`` (default: all of :data:`REPOSITORIES`) and ``weights=False`` (configs and tokenizer only)
+    serve quick checks of the configurations.
+    """
+    out = Path(out)
+    if repositories is not None or not weights:  # a partial write: never stamped as complete
+        for offset, repo in enumerate(REPOSITORIES):
+            if repositories is None or repo in repositories:
+                _write_repository(out, repo, REPOSITORIES[repo], seed + 100 * offset, lambda what: None, weights)
+        return {"hub_cache": str(out.resolve()), "environment": environment(out)}
+    stamp = out / "definition.json"
+    paths = {"hub_cache": str(out.resolve()), "detector": str((out / "torch" / "hub" / "checkpoints" / DETECTOR_FILE)
+                                                                .resolve()),
+             "reference": str((out / "reference").resolve()), "environment": environment(out)}
+    if stamp.is_file() and json.loads(stamp.read_text()).get("definition") == definition_hash():
+        return paths
+    say = print if progress else (lambda *_: None)
+    out.mkdir(parents=True, exist_ok=True)
+    for offset, (repo, components) in enumerate(REPOSITORIES.items()):
+        _write_repository(out, repo, components, seed + 100 * offset, lambda what: say(f"writing {what}", flush=True),
+                          True)
+    say("writing the stand-in FID detector and reference images", flush=True)
+    _write_detector(out / "torch" / "hub" / "checkpoints", seed)
+    _write_reference(out / "reference", seed)
+    stamp.write_text(json.dumps({"definition": definition_hash(), "seed": seed, **paths}, indent=2))
+    return paths

@@ -1,0 +1,105 @@
+"""Stand-in weights of the paper profile: published configurations, hub-cache layout, labels.
+
+The published values below are typed in from the repositories' config files (see the notes on the
+reference methods and ``bdia.standins.SOURCES``), independently of the tables in ``bdia.standins``: the
+tests read back what ``write_standins`` wrote to disk, through the libraries that load it.
+"""
+
+import json
+
+import pytest
+import torch
+
+from bdia import standins
+
+pytest.importorskip("diffusers")
+
+PUBLISHED = {
+    ("stable-diffusion-v1-5/stable-diffusion-v1-5", "unet"): {
+        "sample_size": 64, "in_channels": 4, "out_channels": 4, "block_out_channels": [320, 640, 1280, 1280],
+        "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+        "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3, "layers_per_block": 2,
+        "attention_head_dim": 8, "cross_attention_dim": 768, "norm_num_groups": 32, "norm_eps": 1e-5,
+        "flip_sin_to_cos": True, "freq_shift": 0},
+    ("stable-diffusion-v1-5/stable-diffusion-v1-5", "vae"): {
+        "block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "up_block_types": ["UpDecoderBlock2D"] * 4, "latent_channels": 4, "layers_per_block": 2,
+        "sample_size": 512, "scaling_factor": 0.18215},
+    ("stable-diffusion-v1-5/stable-diffusion-v1-5", "text_encoder"): {
+        "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+        "num_attention_heads": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu"},
+    ("stable-diffusion-v1-5/stable-diffusion-v1-5", "scheduler"): {
+        "_class_name": "PNDMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+        "beta_schedule": "scaled_linear", "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
+        "clip_sample": False},
+    ("google/ddpm-cifar10-32", "."): {
+        "sample_size": 32, "in_channels": 3, "out_channels": 3, "block_out_channels": [128, 256, 256, 256],
+        "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"], "layers_per_block": 2,
+        "downsample_padding": 0, "flip_sin_to_cos": False, "freq_shift": 1, "norm_eps": 1e-6, "norm_num_groups": 32},
+}
+
+
+@pytest.fixture(scope="module")
+def configs_only(tmp_path_factory):
+    out = tmp_path_factory.mktemp("standins-configs")
+    standins.write_standins(out, weights=False)
+    return out
+
+
+def snapshot(out, repo):
+    root = out / f"models--{repo.replace('/', '--')}"
+    return root / "snapshots" / (root / "refs" / "main").read_text()
+
+
+@pytest.mark.parametrize("repo, component", sorted(PUBLISHED))
+def test_written_configs_have_the_published_values(configs_only, repo, component):
+    folder = snapshot(configs_only, repo) / component
+    name = "scheduler_config.json" if component == "scheduler" else "config.json"
+    written = json.loads((folder / name).read_text())
+    for key, value in PUBLISHED[(repo, component)].items():
+        assert written[key] == value, (repo, component, key)
+    assert (folder / standins.MARKER).is_file()
+
+
+def test_the_tokenizer_has_the_published_vocabulary_size_and_length(configs_only):
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(snapshot(configs_only, standins.SD_MODEL) / "tokenizer")
+    assert len(tokenizer) == 49408 and tokenizer.model_max_length == 77
+    ids = tokenizer("a photo of a cat", padding="max_length", max_length=77).input_ids
+    assert len(ids) == 77 and ids[0] == tokenizer.bos_token_id == 49406 and tokenizer.eos_token_id == 49407
+    assert max(ids) == 49407 and 1 < ids.index(49407) < 20  # words merge into multi-byte tokens
+
+
+def test_the_cifar10_ddpm_resolves_offline_from_the_hub_cache(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    standins.write_standins(tmp_path, repositories=[standins.CIFAR10_MODEL])
+    # huggingface_hub reads HF_HUB_CACHE when it is imported: run the paper code's calls in a fresh process
+    script = (
+        "import torch\n"
+        "from bdia import standins\n"
+        "from bdia.diffusers import load_unet\n"
+        "from bdia.digits import shipped_model_path\n"
+        "unet = load_unet(standins.CIFAR10_MODEL)\n"
+        "assert type(unet).__name__ == 'UNet2DModel' and sum(p.numel() for p in unet.parameters()) > 35e6\n"
+        "assert unet(torch.randn(1, 3, 32, 32), 10).sample.shape == (1, 3, 32, 32)\n"
+        "print(standins.weights_label(standins.CIFAR10_MODEL), '|', standins.weights_label(standins.SD_MODEL), '|',\n"
+        "      standins.weights_label(shipped_model_path()))\n")
+    env = {**os.environ, **standins.environment(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # the stand-in is labelled; a repository not written here, and the shipped digits model, are not
+    assert done.stdout.strip().splitlines()[-1] == "stand-in (random) | published | published"
+
+
+def test_standins_command(tmp_path, capsys, monkeypatch):
+    from bdia.__main__ import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["standins", "--out", str(blocker / "x")]) == 2
+    assert "cannot create" in capsys.readouterr().err
