@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["Level", "Schedule", "VPSchedule", "EDMSchedule", "karras_sigmas", "SPACINGS"]
+__all__ = ["Level", "Schedule", "VPSchedule", "EDMSchedule", "karras_sigmas", "SPACINGS", "betas_from_config"]
 
 #: Grid spacings a :class:`VPSchedule` understands; the first three follow diffusers' names.
 SPACINGS = ("trailing", "leading", "linspace", "karras")
@@ -63,6 +63,44 @@ def _check_num_steps(num_steps) -> None:
         raise TypeError(f"num_steps must be an integer, got {num_steps!r}")
     if num_steps < 1:
         raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+
+
+def betas_from_config(config) -> torch.Tensor:
+    """The float64 betas a diffusers scheduler config describes: ``trained_betas``, or ``beta_schedule`` ``linear``,
+    ``scaled_linear`` (linear in sqrt(beta)) or ``squaredcos_cap_v2`` (the cosine schedule of Nichol and Dhariwal
+    2021, ``abar(s) = cos((s + 0.008) / 1.008 * pi / 2)^2``, each beta capped at 0.999), rescaled to zero terminal
+    SNR when ``rescale_betas_zero_snr`` (Lin et al. 2024: ``sqrt(abar)`` shifted to end at 0 and rescaled to keep
+    its start)."""
+    cfg = dict(config)
+    n = int(cfg.get("num_train_timesteps", 1000))
+    start, end = float(cfg.get("beta_start", 1e-4)), float(cfg.get("beta_end", 0.02))
+    kind = cfg.get("beta_schedule", "linear")
+    if cfg.get("trained_betas") is not None:
+        betas = torch.as_tensor(np.asarray(cfg["trained_betas"], dtype=np.float64))
+    elif kind == "linear":
+        betas = torch.linspace(start, end, n, dtype=torch.float64)
+    elif kind == "scaled_linear":
+        betas = torch.linspace(start**0.5, end**0.5, n, dtype=torch.float64) ** 2
+    elif kind == "squaredcos_cap_v2":
+        s = np.arange(n + 1, dtype=np.float64) / n
+        abar = np.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
+        betas = torch.from_numpy(np.minimum(1.0 - abar[1:] / abar[:-1], 0.999))
+    else:
+        raise ValueError(f"beta_schedule {kind!r} is not supported; allowed: 'linear', 'scaled_linear', "
+                         "'squaredcos_cap_v2' or trained_betas")
+    if betas.dim() != 1 or len(betas) < 2:
+        raise ValueError(f"need at least 2 betas, got shape {tuple(betas.shape)}")
+    if cfg.get("rescale_betas_zero_snr"):
+        root = torch.cumprod(1.0 - betas, dim=0).sqrt()
+        first, last = root[0].clone(), root[-1].clone()
+        root = (root - last) * (first / (first - last))
+        abar = root**2
+        betas = 1.0 - torch.cat([abar[:1], abar[1:] / abar[:-1]])
+    if not torch.all(torch.isfinite(betas)) or not torch.all((betas > 0) & (betas <= 1)):
+        bad = betas[~(torch.isfinite(betas) & (betas > 0) & (betas <= 1))]
+        raise ValueError(f"betas must lie in (0, 1]; this config gives values such as {bad[:3].tolist()} "
+                         "(check beta_start, beta_end, beta_schedule and trained_betas)")
+    return betas
 
 
 class Schedule(ABC):
@@ -189,25 +227,18 @@ class VPSchedule(Schedule):
     def from_diffusers_config(cls, config) -> "VPSchedule":
         """The schedule a diffusers DDIM-style scheduler config describes (betas, spacing, offset, final alpha)."""
         cfg = dict(config)
-        kind = cfg.get("beta_schedule", "linear")
-        n = int(cfg.get("num_train_timesteps", 1000))
-        start, end = float(cfg.get("beta_start", 1e-4)), float(cfg.get("beta_end", 0.02))
-        trained = cfg.get("trained_betas")
-        if trained is not None:
-            betas = torch.as_tensor(trained, dtype=torch.float64)
-        elif kind == "linear":
-            betas = torch.linspace(start, end, n, dtype=torch.float64)
-        elif kind == "scaled_linear":
-            betas = torch.linspace(start**0.5, end**0.5, n, dtype=torch.float64) ** 2
-        else:
-            raise ValueError(f"beta_schedule {kind!r} is not supported; allowed: 'linear', 'scaled_linear' or trained_betas")
-        abar = torch.cumprod(1.0 - betas, dim=0)
+        abar = torch.cumprod(1.0 - betas_from_config(cfg), dim=0)
+        if cfg.get("rescale_betas_zero_snr"):
+            raise ValueError("rescale_betas_zero_snr sets alpha = 0 at the last timestep, where sigma / alpha (the EDM "
+                             "noise level the samplers integrate in) is infinite; bdia's samplers need a schedule with "
+                             "alpha > 0 (BDIAScheduler takes this config in diffusers pipelines)")
         final = 1.0 if cfg.get("set_alpha_to_one", True) else float(abar[0])
         spacing = cfg.get("timestep_spacing", "leading")
         if spacing not in ("leading", "trailing", "linspace"):
             raise ValueError(f"timestep_spacing {spacing!r} is not supported; allowed: leading, trailing, linspace")
+        kind = "trained" if cfg.get("trained_betas") is not None else cfg.get("beta_schedule", "linear")
         return cls(abar, final_alpha_cumprod=final, spacing=spacing, steps_offset=int(cfg.get("steps_offset", 0)),
-                   name=f"{kind}({start}, {end})")
+                   name=f"{kind}({cfg.get('beta_start', 1e-4)}, {cfg.get('beta_end', 0.02)})")
 
     def with_spacing(self, spacing: str, steps_offset: int | None = None) -> "VPSchedule":
         """The same noise levels with another timestep grid."""

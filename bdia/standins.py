@@ -29,12 +29,12 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["MARKER", "STANDIN_LABEL", "PUBLISHED_LABEL", "SD_MODEL", "CIFAR10_MODEL", "REPOSITORIES", "SOURCES",
+__all__ = ["MARKER", "STANDIN_LABEL", "TRAINED_LABEL", "SD_MODEL", "CIFAR10_MODEL", "REPOSITORIES", "SOURCES",
            "write_standins", "weights_label", "is_standin", "definition_hash", "environment"]
 
 MARKER = "bdia-standin.json"
 STANDIN_LABEL = "stand-in (random)"
-PUBLISHED_LABEL = "published"
+TRAINED_LABEL = "trained"
 SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 CIFAR10_MODEL = "google/ddpm-cifar10-32"
 DETECTOR_FILE = "inception-2015-12-05.pt"
@@ -158,17 +158,17 @@ def is_standin(path) -> bool:
 
 def weights_label(model_id) -> str:
     """``"stand-in (random)"`` when ``model_id`` (a folder or a hub id resolved in the local cache) is a stand-in,
-    else ``"published"``."""
+    else ``"trained"`` (the published weights of a hub model, or a trained local model)."""
     path = Path(str(model_id)).expanduser()
     if path.exists():
-        return STANDIN_LABEL if is_standin(path) else PUBLISHED_LABEL
+        return STANDIN_LABEL if is_standin(path) else TRAINED_LABEL
     try:
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(str(model_id), MARKER)
     except Exception:  # noqa: BLE001 - an id that is not a repository id has no cached marker
         cached = None
-    return STANDIN_LABEL if isinstance(cached, str) else PUBLISHED_LABEL
+    return STANDIN_LABEL if isinstance(cached, str) else TRAINED_LABEL
 
 
 # -- writing ------------------------------------------------------------------------------------------

@@ -22,10 +22,14 @@ from torch import Tensor
 from .schedules import Level
 
 __all__ = [
+    "x0_prediction",
+    "ddim_from_prediction",
     "ddim_step",
     "ddim_inversion_step",
     "bdia_step",
     "bdia_inverse_step",
+    "bdia_from_prediction",
+    "bdia_inverse_from_prediction",
     "bdia_increment",
     "lattice_round",
     "edict_step",
@@ -41,6 +45,20 @@ __all__ = [
 EpsFn = Callable[[Tensor], Tensor]
 
 
+def x0_prediction(z_cur: Tensor, eps_cur: Tensor, level_cur: Level) -> Tensor:
+    """The clean-data prediction ``(z_i - sigma_i eps) / alpha_i`` inside DDIM's update (paper eq. 6)."""
+    return (z_cur - level_cur.sigma * eps_cur) / level_cur.alpha
+
+
+def ddim_from_prediction(x0_hat: Tensor, eps_hat: Tensor, level_next: Level) -> Tensor:
+    """DDIM's update written on its two predictions (paper eq. 6): ``alpha_next x0_hat + sigma_next eps_hat``.
+
+    Schedulers that clip or threshold ``x0_hat``, or whose networks predict ``v`` or ``x0``, form the
+    predictions from ``z_i`` alone and step with this.
+    """
+    return level_next.alpha * x0_hat + level_next.sigma * eps_hat
+
+
 def ddim_step(z_cur: Tensor, eps_cur: Tensor, level_cur: Level, level_next: Level) -> Tensor:
     """One DDIM step from ``t_cur`` to ``t_next`` (paper eq. 6), in either time direction.
 
@@ -48,7 +66,7 @@ def ddim_step(z_cur: Tensor, eps_cur: Tensor, level_cur: Level, level_next: Leve
     space (``x = z / alpha``, ``s = sigma / alpha``) this is exactly an Euler step of
     ``dx/ds = eps``.
     """
-    return level_next.alpha * ((z_cur - level_cur.sigma * eps_cur) / level_cur.alpha) + level_next.sigma * eps_cur
+    return ddim_from_prediction(x0_prediction(z_cur, eps_cur, level_cur), eps_cur, level_next)
 
 
 def ddim_inversion_step(z_cur: Tensor, eps_cur: Tensor, level_cur: Level, level_next: Level) -> Tensor:
@@ -69,9 +87,29 @@ def bdia_step(z_prev: Tensor, z_cur: Tensor, eps_cur: Tensor, level_prev: Level,
     DDIM step plus ``gamma`` times the part of ``z_{i+1}`` that the backward DDIM step from ``z_i``
     does not explain. ``gamma = 0`` is plain DDIM.
     """
-    forward = ddim_step(z_cur, eps_cur, level_cur, level_next)
-    backward = ddim_step(z_cur, eps_cur, level_cur, level_prev)
+    return bdia_from_prediction(z_prev, x0_prediction(z_cur, eps_cur, level_cur), eps_cur, level_prev, level_next, gamma)
+
+
+def bdia_from_prediction(z_prev: Tensor, x0_hat: Tensor, eps_hat: Tensor, level_prev: Level, level_next: Level,
+                         gamma: float) -> Tensor:
+    """:func:`bdia_step` on the predictions ``(x0_hat, eps_hat)`` made from ``z_i`` (paper eq. 29).
+
+    The update stays linear in ``z_{i+1}`` whatever function of ``z_i`` the predictions are (clipped,
+    thresholded, from a v-prediction), so :func:`bdia_inverse_from_prediction` undoes it exactly.
+    """
+    forward = ddim_from_prediction(x0_hat, eps_hat, level_next)
+    backward = ddim_from_prediction(x0_hat, eps_hat, level_prev)
     return forward + gamma * (z_prev - backward)
+
+
+def bdia_inverse_from_prediction(z_next: Tensor, x0_hat: Tensor, eps_hat: Tensor, level_prev: Level,
+                                 level_next: Level, gamma: float) -> Tensor:
+    """Exact inverse of :func:`bdia_from_prediction`: ``z_{i+1}`` from ``z_{i-1}`` and the predictions at ``z_i``."""
+    if gamma <= 0:
+        raise ValueError(f"the BDIA inverse divides by gamma; need gamma > 0, got {gamma}")
+    forward = ddim_from_prediction(x0_hat, eps_hat, level_next)
+    backward = ddim_from_prediction(x0_hat, eps_hat, level_prev)
+    return backward + (z_next - forward) / gamma
 
 
 def bdia_inverse_step(z_next: Tensor, z_cur: Tensor, eps_cur: Tensor, level_prev: Level, level_cur: Level,
@@ -82,11 +120,8 @@ def bdia_inverse_step(z_next: Tensor, z_cur: Tensor, eps_cur: Tensor, level_prev
     :func:`bdia_step` with ``t_{i-1}`` and ``t_{i+1}`` swapped (Lemma 1, time symmetry). The division
     amplifies rounding errors by about ``1 / gamma`` per step.
     """
-    if gamma <= 0:
-        raise ValueError(f"the BDIA inverse divides by gamma; need gamma > 0, got {gamma}")
-    forward = ddim_step(z_cur, eps_cur, level_cur, level_next)
-    backward = ddim_step(z_cur, eps_cur, level_cur, level_prev)
-    return backward + (z_next - forward) / gamma
+    return bdia_inverse_from_prediction(z_next, x0_prediction(z_cur, eps_cur, level_cur), eps_cur, level_prev,
+                                        level_next, gamma)
 
 
 def bdia_increment(z_cur: Tensor, eps_cur: Tensor, level_prev: Level, level_cur: Level, level_next: Level) -> Tensor:
@@ -96,7 +131,8 @@ def bdia_increment(z_cur: Tensor, eps_cur: Tensor, level_prev: Level, level_cur:
     ``z_{i+1} = z_{i-1} - g_i(z_i)``: the coefficient of the carried state is exactly 1 and ``g_i``
     depends on ``z_i`` alone, which is what makes bit-exact inversion on a lattice possible.
     """
-    return ddim_step(z_cur, eps_cur, level_cur, level_next) - ddim_step(z_cur, eps_cur, level_cur, level_prev)
+    x0_hat = x0_prediction(z_cur, eps_cur, level_cur)
+    return ddim_from_prediction(x0_hat, eps_cur, level_next) - ddim_from_prediction(x0_hat, eps_cur, level_prev)
 
 
 def lattice_round(z: Tensor, spacing: float) -> Tensor:

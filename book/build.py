@@ -1,6 +1,6 @@
 """Execute the chapters and build the book.
 
-    python book/build.py execute [--profile ci] [--only 01_ddim_to_bdia]   # jupytext + papermill
+    python book/build.py execute [--profile ci] [--only 01_ddim_to_bdia] [--out DIR] [--param NAME=VALUE]
     python book/build.py html                                              # Jupyter Book, warnings are errors
     python book/build.py colab --out DIR                                   # unexecuted .ipynb for Colab
 
@@ -26,6 +26,35 @@ BUILD = ROOT / "_build"
 EXECUTED = BUILD / "executed"
 STAGE = BUILD / "book-src"
 SITE = BUILD / "site"
+
+
+def repository(root: Path = ROOT) -> tuple[str, str]:
+    """``(url, colab branch)`` of the repository the book publishes: the ``origin`` remote of this clone when it
+    has one (so a fork publishes under its own URL), else ``[project.urls] Repository`` in pyproject.toml."""
+    import tomllib
+
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    url = project["project"]["urls"]["Repository"]
+    branch = project["tool"]["bdia"]["colab-branch"]
+    try:
+        remote = subprocess.run(["git", "remote", "get-url", "origin"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        remote = ""
+    if remote:
+        if remote.startswith("git@") and ":" in remote:  # git@github.com:owner/name.git
+            host, _, path = remote[4:].partition(":")
+            remote = f"https://{host}/{path}"
+        url = remote.removesuffix(".git").rstrip("/")
+    return url, branch
+
+
+def published(text: str, root: Path = ROOT) -> str:
+    """``text`` with the default repository URL replaced by this clone's (see :func:`repository`)."""
+    import tomllib
+
+    default = tomllib.loads((root / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    return text.replace(default, repository(root)[0])
 
 
 def chapters() -> list[str]:
@@ -58,13 +87,26 @@ def to_notebook(chapter: str):
     return nb
 
 
-def execute(profile: str, device: str, only: list[str] | None) -> int:
+def _parameter(text: str) -> tuple[str, object]:
+    """``name=value`` with value parsed as JSON (numbers, lists, strings in quotes), else taken as a string."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"a parameter is name=value, got {text!r}")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
+def execute(profile: str, device: str, only: list[str] | None, out: Path | None = None,
+            parameters: dict | None = None) -> int:
     import nbformat
     import papermill
 
-    out_dir = EXECUTED / "notebooks"
+    root = EXECUTED if out is None else Path(out)
+    out_dir = root / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    timings_path = EXECUTED / "timings.json"
+    timings_path = root / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     for chapter in chapters():
         name = Path(chapter).name
@@ -76,12 +118,13 @@ def execute(profile: str, device: str, only: list[str] | None) -> int:
         print(f"executing {chapter} (profile={profile}, device={device})", flush=True)
         start = time.perf_counter()
         try:
-            papermill.execute_notebook(str(source), str(target), parameters={"profile": profile, "device": device},
+            papermill.execute_notebook(str(source), str(target),
+                                       parameters={"profile": profile, "device": device, **(parameters or {})},
                                        kernel_name="python3", cwd=str(out_dir), progress_bar=False)
         finally:
             source.unlink(missing_ok=True)
         seconds = time.perf_counter() - start
-        timings[name] = {"seconds": round(seconds, 1), "profile": profile, "device": device}
+        timings[name] = {"seconds": round(seconds, 1), "profile": profile, "device": device, **(parameters or {})}
         print(f"  done in {seconds:.1f} s", flush=True)
         timings_path.write_text(json.dumps(timings, indent=2))
     return 0
@@ -95,8 +138,9 @@ def html() -> int:
     if STAGE.exists():
         shutil.rmtree(STAGE)
     STAGE.mkdir(parents=True)
-    for name in ("_config.yml", "_toc.yml", "references.bib"):
+    for name in ("_toc.yml", "references.bib"):
         shutil.copy2(ROOT / name, STAGE / name)
+    stage_config(STAGE / "_config.yml")
     shutil.copytree(ROOT / "book", STAGE / "book", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     (STAGE / "notebooks").mkdir()
     import nbformat
@@ -107,7 +151,7 @@ def html() -> int:
             tags = cell.metadata.setdefault("tags", [])
             if "injected-parameters" in tags:
                 tags.append("remove-cell")
-        nbformat.write(nb, STAGE / f"{chapter}.ipynb")
+        nbformat.write(nbformat.reads(published(nbformat.writes(nb)), as_version=4), STAGE / f"{chapter}.ipynb")
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(STAGE), "--path-output", str(SITE),
            "--warningiserror", "--keep-going", "--all"]
     print(" ".join(cmd), flush=True)
@@ -117,13 +161,23 @@ def html() -> int:
     return rc
 
 
+def stage_config(path: Path) -> None:
+    """The book's _config.yml with the repository URL and Colab branch of this clone."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config["repository"]["url"], config["repository"]["branch"] = repository()
+    path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+
+
 def colab(out: Path) -> int:
+    """The chapters as unexecuted .ipynb files, their install cells pointing at this clone's repository."""
     import nbformat
 
     for chapter in chapters():
         path = out / f"{chapter}.ipynb"
         path.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(to_notebook(chapter), path)
+        nbformat.write(nbformat.reads(published(nbformat.writes(to_notebook(chapter))), as_version=4), path)
         print(path)
     return 0
 
@@ -135,12 +189,15 @@ def main(argv=None) -> int:
     ex.add_argument("--profile", default="ci", choices=["ci", "paper"])
     ex.add_argument("--device", default="cpu")
     ex.add_argument("--only", nargs="*", help="chapter names (e.g. 01_ddim_to_bdia)")
+    ex.add_argument("--out", type=Path, default=None, help="folder for the executed notebooks (default: _build/executed)")
+    ex.add_argument("--param", type=_parameter, action="append", default=[], metavar="NAME=VALUE",
+                    help="a papermill parameter (value as JSON), e.g. --param paper_num_steps=4")
     sub.add_parser("html", help="build the HTML book from the executed chapters")
     co = sub.add_parser("colab", help="write unexecuted .ipynb files for Colab")
     co.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "execute":
-        return execute(args.profile, args.device, args.only)
+        return execute(args.profile, args.device, args.only, args.out, dict(args.param))
     if args.command == "html":
         return html()
     return colab(args.out)

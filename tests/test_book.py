@@ -77,8 +77,14 @@ def test_chapter_1_derivation_and_amplification():
                   "gamma = 1 is the paper's eq. (26): True",
                   "Lemma 1: swapping t_{i-1} and t_{i+1} gives the inverse (gamma = 1): True",
                   "swapping gives the inverse for every gamma: False",
-                  "library matches the symbolic update and inverse to 1e-12: True"]:
-        assert claim in text
+                  "library matches the symbolic update and inverse to 1e-12: True",
+                  "the solved inverse is eq. (eq-bdia-inverse): True",
+                  # gamma = 1 is a leapfrog map in z; the midpoint rule in x = z/alpha only where alpha = 1
+                  "in x = z/alpha the gamma = 1 update is x_{i+1} + (s_{i-1} - s_{i+1}) eps for every schedule: False",
+                  "... when alpha = 1 at the three levels (EDM's schedule): True",
+                  "sampling roots: ['-gamma', '1'] | inversion roots: ['-1/gamma', '1']",
+                  "eigenvalues of the mixing layer: ['1', 'p**2']"]:
+        assert claim in text, claim
     assert g["ch1_library_vs_sympy"] < 1e-12
     assert g["ch1_growth_50"] == pytest.approx(2.0, rel=0.05)
     assert g["ch1_growth_80"] == pytest.approx(1.25, rel=0.03)

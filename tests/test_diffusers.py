@@ -67,17 +67,6 @@ def test_bdia_scheduler_equals_the_core_sampler(pipe, gamma):
         torch.testing.assert_close(ours, ddim, rtol=1e-5, atol=1e-5)
 
 
-def test_pipeline_reconstructs_an_inverted_image_through_the_scheduler(pipe, cat):
-    state = invert_image(pipe, cat, "a cat", num_steps=10, guidance_scale=3.0, dtype=torch.float32, gamma=1.0)
-    scheduler = BDIAScheduler.from_config(pipe.scheduler.config, gamma=1.0)
-    scheduler.resume_from(state)
-    pipe_bdia = type(pipe)(**{**pipe.components, "scheduler": scheduler})
-    pipe_bdia.set_progress_bar_config(disable=True)
-    rec = pipe_bdia("a cat", num_inference_steps=10, guidance_scale=3.0, latents=state.latents[1],
-                    output_type="latent").images
-    assert relative_error(rec, encode_image(pipe, cat, dtype=torch.float32)) < 1e-4
-
-
 def test_inverse_scheduler_in_a_custom_loop_equals_the_core_inversion(pipe, cat):
     from bdia.diffusers import BDIAInverseScheduler
 
@@ -97,21 +86,6 @@ def test_inverse_scheduler_in_a_custom_loop_equals_the_core_inversion(pipe, cat)
     assert relative_error(rec, latent) < 1e-10
     with pytest.raises(ValueError, match="inversion needs gamma > 0"):
         BDIAInverseScheduler.from_config(pipe.scheduler.config, gamma=0.0).set_timesteps(10)
-
-
-def test_scheduler_config_round_trip_and_refusals(tmp_path, pipe):
-    scheduler = BDIAScheduler.from_config(pipe.scheduler.config, gamma=0.7)
-    scheduler.save_config(tmp_path)
-    loaded = BDIAScheduler.from_pretrained(tmp_path)
-    public = lambda cfg: {k: v for k, v in cfg.items() if not k.startswith("_")}  # noqa: E731
-    assert public(loaded.config) == public(scheduler.config) and loaded.gamma == 0.7
-    with pytest.raises(ValueError, match=r"gamma must be in \[0, 1\]"):
-        BDIAScheduler(gamma=1.5)
-    with pytest.raises(ValueError, match="does not support thresholding"):
-        BDIAScheduler(thresholding=True)
-    scheduler.set_timesteps(5)
-    with pytest.raises(ValueError, match="got timestep 3, the scheduler expected"):
-        scheduler.step(torch.zeros(1, 4, 8, 8), 3, torch.zeros(1, 4, 8, 8))
 
 
 def test_bad_inputs(pipe, cat, tmp_path, monkeypatch):
@@ -145,8 +119,9 @@ def test_v_prediction_is_converted_exactly_when_allowed():
 def test_pipelines_and_unets_load_from_local_folders(tmp_path, pipe, cat):
     pipe.save_pretrained(tmp_path / "sd")
     loaded = load_pipeline(tmp_path / "sd")
-    z = encode_image(pipe, cat)
-    torch.testing.assert_close(encode_image(loaded, cat), z)
+    # the VAE computes in float32: compare there (another load may sum in another order)
+    z = encode_image(pipe, cat, dtype=torch.float32)
+    torch.testing.assert_close(encode_image(loaded, cat, dtype=torch.float32), z)
     from diffusers import UNet2DModel
 
     torch.manual_seed(0)

@@ -230,6 +230,14 @@ def test_feature_statistics_and_frechet_distance_against_numpy():
     assert diag == pytest.approx((1 - 3) ** 2 + (2 - 1) ** 2, rel=1e-9)
     with pytest.raises(ValueError, match=r"expected \(n, 3\)"):
         stats.update(torch.zeros(2, 4))
+    # the trace of the square root, against SciPy's sqrtm of C1 C2 (EDM's computation) on full-rank covariances
+    from scipy import linalg
+
+    b = rng.normal(size=(500, 40)) @ rng.normal(size=(40, 40)) * 0.3
+    c = rng.normal(size=(600, 40)) + 0.2
+    c1, c2 = np.cov(b, rowvar=False), np.cov(c, rowvar=False)
+    scipy_value = np.square(b.mean(0) - c.mean(0)).sum() + np.trace(c1 + c2 - 2 * np.real(linalg.sqrtm(c1 @ c2)))
+    assert fid.frechet_distance(b.mean(0), c1, c.mean(0), c2) == pytest.approx(scipy_value, rel=1e-9)
 
 
 def test_budgets_to_steps():

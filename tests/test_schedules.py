@@ -93,8 +93,16 @@ def test_bad_grid_and_time_requests():
         sched.alpha(1000.0)
     with pytest.raises(ValueError, match="outside this schedule's range"):
         sched.timestep_for_edm_sigma(1e6)
-    with pytest.raises(ValueError, match="beta_schedule 'squaredcos_cap_v2' is not supported"):
-        bdia.VPSchedule.from_diffusers_config({"beta_schedule": "squaredcos_cap_v2"})
+    with pytest.raises(ValueError, match="beta_schedule 'cosine' is not supported"):
+        bdia.VPSchedule.from_diffusers_config({"beta_schedule": "cosine"})
+    # the cosine schedule (squaredcos_cap_v2) is supported: its first and last betas, from the formula's definition
+    cos = bdia.VPSchedule.from_diffusers_config({"beta_schedule": "squaredcos_cap_v2"})
+    import math
+
+    f = lambda s: math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    assert float(cos.alphas_cumprod[0]) == pytest.approx(f(1 / 1000) / f(0), rel=1e-12)
+    with pytest.raises(ValueError, match="rescale_betas_zero_snr sets alpha = 0"):
+        bdia.VPSchedule.from_diffusers_config({"rescale_betas_zero_snr": True})
 
 
 def test_with_spacing_keeps_levels():

@@ -93,7 +93,7 @@ def test_the_cifar10_ddpm_resolves_offline_from_the_hub_cache(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     # the stand-in is labelled; a repository not written here, and the shipped digits model, are not
-    assert done.stdout.strip().splitlines()[-1] == "stand-in (random) | published | published"
+    assert done.stdout.strip().splitlines()[-1] == "stand-in (random) | trained | trained"
 
 
 def test_standins_command(tmp_path, capsys, monkeypatch):

@@ -5,8 +5,9 @@
 * :class:`UNetEpsModel`, :class:`StableDiffusionEpsModel`: diffusers networks as ``model(z, t) -> eps``,
   with class labels or text prompts and classifier-free guidance;
 * :class:`BDIAScheduler`: BDIA-DDIM as a diffusers scheduler, for any standard pipeline;
-* :func:`encode_image`, :func:`decode_latents`, :func:`invert_image`, :func:`edit_image`: real-image
-  inversion and editing with Stable Diffusion;
+* :class:`BDIAEditPipeline`: a Stable Diffusion pipeline that inverts real images and regenerates or
+  edits them exactly; :func:`encode_image`, :func:`decode_latents`, :func:`invert_image`, :func:`edit_image`
+  are the thin functional interface to it;
 * :func:`tiny_stable_diffusion`: a miniature, randomly initialised Stable Diffusion pipeline built in
   code, for tests and the ``ci`` profile.
 """
@@ -15,6 +16,7 @@ from .editing import (EditResult, decode_latents, edit_image, encode_image, inve
                       prepare_image)
 from .loading import ModelNotAvailableError, cast_network, load_pipeline, load_unet, network_copy
 from .models import StableDiffusionEpsModel, UNetEpsModel, schedule_from_scheduler
+from .pipeline import BDIAEditPipeline
 from .scheduler import BDIAInverseScheduler, BDIAScheduler
 from .tiny import tiny_stable_diffusion
 
@@ -29,6 +31,7 @@ __all__ = [
     "schedule_from_scheduler",
     "BDIAScheduler",
     "BDIAInverseScheduler",
+    "BDIAEditPipeline",
     "encode_image",
     "decode_latents",
     "invert_image",

@@ -24,6 +24,8 @@ class _ConfigReader:
         self.cls = cls
 
     def from_pretrained(self, model_id, **kwargs):
+        kwargs.pop("torch_dtype", None)
+        kwargs.pop("dtype", None)
         return dict(self.cls.load_config(model_id, **kwargs))
 
 
@@ -71,6 +73,14 @@ def _load(cls, model_id, _config_only: bool = False, **kwargs):
                                      f"{str(error).splitlines()[0][:200]}). {_CI_HINT}") from error
 
 
+def _dtype_kwarg(dtype: torch.dtype) -> dict:
+    """``from_pretrained``'s dtype argument: ``dtype`` since diffusers 0.36 (``torch_dtype`` before, now deprecated)."""
+    import diffusers
+
+    major, minor = (int(part) for part in diffusers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (0, 36) else {"torch_dtype": dtype}
+
+
 def cast_network(module, dtype: torch.dtype):
     """Cast a diffusers or transformers network to ``dtype`` in place and return it.
 
@@ -99,7 +109,7 @@ def load_unet(model_id, subfolder: str | None = None, dtype: torch.dtype = torch
     name = config.get("_class_name", "UNet2DModel")
     if name not in ("UNet2DModel", "UNet2DConditionModel"):
         raise ValueError(f"{model_id} holds a {name}, not a UNet2DModel or UNet2DConditionModel")
-    unet = _load(getattr(diffusers, name), model_id, **kwargs).to(device).eval()
+    unet = _load(getattr(diffusers, name), model_id, **_dtype_kwarg(dtype), **kwargs).to(device).eval()
     return cast_network(unet, dtype)
 
 
@@ -108,7 +118,8 @@ def load_pipeline(model_id, dtype: torch.dtype = torch.float32, device="cpu"):
     ``stabilityai/stable-diffusion-2-1-base``) or a local folder (e.g. a saved :func:`tiny_stable_diffusion`)."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = _load(StableDiffusionPipeline, model_id, safety_checker=None, requires_safety_checker=False)
+    pipe = _load(StableDiffusionPipeline, model_id, safety_checker=None, requires_safety_checker=False,
+                 **_dtype_kwarg(dtype))
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
     for component in pipe.components.values():
