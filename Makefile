@@ -16,7 +16,7 @@ DRYRUN := _build/paper-dryrun
 PAPER_ENV = HF_HUB_CACHE=$(abspath $(STANDINS)) HF_HUB_OFFLINE=1 TORCH_HOME=$(abspath $(STANDINS))/torch \
 	BDIA_CACHE=$(abspath $(DRYRUN))/cache
 
-.PHONY: book test chapters html demo colab-branch colab-publish chromium clean paper-dryrun tools
+.PHONY: book test chapters html demo colab-branch colab-publish chromium clean paper-dryrun tools check-html
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,14 @@ test: $(BIN)/.installed $(TOOLS)/.installed
 	BDIA_REQUIRE_EXECUTED=1 $(BIN)/python -m pytest tests/test_book.py
 	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider $(EXECUTED)
 	$(BIN)/python book/build.py html
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then $(MAKE) check-html; \
+	else echo "NOTE: no chromium on this machine: the browser check of the book was skipped (make chromium installs it)"; fi
 	$(MAKE) paper-dryrun
+
+# Every page of the built book in headless Chromium with the network cut off: console errors, images, math,
+# unresolved references, internal links (book/check_html.py; screenshots in _build/screenshots).
+check-html: $(BIN)/.installed
+	$(BIN)/python book/check_html.py
 
 # Stand-in weights of the paper profile's models (published architectures, random weights): built once,
 # rebuilt only when their definition changes (bdia/standins.py checks its own stamp).

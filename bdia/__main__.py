@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["gmm2d", "digits-ideal", "digits-unet", "tiny-sd", "sd-unet"], metavar="MODEL",
                        help="gmm2d digits-ideal digits-unet tiny-sd sd-unet")
     bench.add_argument("--methods", nargs="+", type=_method,
-                       default=["ddim", "edict", "bdia:gamma=1.0", "bdia:gamma=0.96", "obelm"])
+                       default=["ddim", "edict", "bdia:gamma=1.0", "bdia:gamma=0.96", "obelm",
+                                "bdia:gamma=1.0,lattice=true"])
     bench.add_argument("--dtypes", nargs="+", default=["float32", "float64"],
                        choices=["float16", "bfloat16", "float32", "float64"], metavar="DTYPE",
                        help="latent dtypes: float16 bfloat16 float32 float64")

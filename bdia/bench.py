@@ -36,7 +36,7 @@ __all__ = ["MODELS", "DEFAULT_METHODS", "BenchModel", "build_model", "run_benchm
            "write_results", "read_results", "cached_benchmark", "plot_benchmark"]
 
 MODELS = ("gmm2d", "digits-ideal", "digits-unet", "tiny-sd", "sd-unet")
-DEFAULT_METHODS = ("ddim", "edict", "bdia:gamma=1.0", "bdia:gamma=0.96", "obelm")
+DEFAULT_METHODS = ("ddim", "edict", "bdia:gamma=1.0", "bdia:gamma=0.96", "obelm", "bdia:gamma=1.0,lattice=true")
 
 
 @dataclass
@@ -229,7 +229,8 @@ def run_benchmark(models=("gmm2d",), methods=DEFAULT_METHODS, dtypes=("float32",
                         "sampler_only_seconds_median": statistics.median(free_times[str(spec)]),
                         "peak_gpu_memory_bytes": peak,
                         "state_bytes": sum(z.numel() * z.element_size() for z in trip.state.latents),
-                        "round_trip_error": trip.error, "repeats": repeats,
+                        "round_trip_error": trip.error, "input_moved_by_lattice": trip.input_moved,
+                        "repeats": repeats,
                         "timing_note": "" if repeats >= MIN_REPEATS_FOR_RATIO else
                         f"{repeats} repeat(s): the time ratio is a single measurement, not a comparison"})
                 ddim = next(r for r in block if r["method"] == "ddim")
@@ -287,22 +288,23 @@ def plot_benchmark(rows: list[dict], model: str, profile: str = "ci"):
     """Round-trip error against steps (per dtype) and time ratio to DDIM, for one model."""
     import matplotlib.pyplot as plt
 
-    from .plotting import method_color, stamp_profile
+    from .plotting import PAGE_WIDTH, method_style, stamp_profile
 
     sub = [r for r in rows if r["model"] == model]
     dtypes = sorted({r["dtype"] for r in sub})
-    fig, axes = plt.subplots(1, len(dtypes) + 1, figsize=(4 * (len(dtypes) + 1), 3.3))
+    fig, axes = plt.subplots(1, len(dtypes) + 1, figsize=(PAGE_WIDTH, 2.8))
     for ax, dtype in zip(axes, dtypes):
         for label in dict.fromkeys(r["label"] for r in sub):
-            pts = sorted((r["steps"], r["round_trip_error"]) for r in sub if r["label"] == label and r["dtype"] == dtype)
-            ax.loglog(*zip(*pts), marker="o", ms=3, label=label, color=method_color(label),
-                      ls="--" if "0.96" in label else "-")
-        ax.set(title=f"{model}, {dtype}", xlabel="steps N", ylabel="round-trip error")
+            pts = sorted((r["steps"], max(r["round_trip_error"], 1e-18)) for r in sub
+                         if r["label"] == label and r["dtype"] == dtype)
+            ax.loglog(*zip(*pts), ms=3, label=label, **method_style(label))
+        ax.set(title=f"{model}, {dtype}", xlabel="steps N", ylabel="round-trip error (0 at 1e-18)")
     ax = axes[-1]
     for label in dict.fromkeys(r["label"] for r in sub):
         pts = sorted((r["steps"], r["time_ratio_to_ddim"]) for r in sub if r["label"] == label and r["dtype"] == dtypes[-1])
-        ax.plot(*zip(*pts), marker="o", ms=3, label=label, color=method_color(label), ls="--" if "0.96" in label else "-")
+        ax.plot(*zip(*pts), ms=3, label=label, **method_style(label))
     ax.set(title=f"wall time / DDIM ({dtypes[-1]})", xlabel="steps N", xscale="log")
-    ax.legend(fontsize=7)
-    stamp_profile(fig, profile, model)
+    ax.legend(fontsize=6)
+    weights = ", ".join(sorted({r.get("weights", "?") for r in sub}))
+    stamp_profile(fig, profile, f"{model} · weights: {weights}")
     return fig

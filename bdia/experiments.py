@@ -9,6 +9,7 @@ latents.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -16,10 +17,11 @@ import torch
 from torch import Tensor
 
 from .models import CountingModel, RecordingModel
+from .steps import lattice_round
 from .samplers import METHODS, _resolve, invert, method_defaults, sample
 
 __all__ = ["MethodSpec", "RoundTrip", "round_trip", "relative_error", "parse_methods", "label_key",
-           "InputComparison", "compare_network_inputs"]
+           "InputComparison", "compare_network_inputs", "join_names"]
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,19 @@ class MethodSpec:
         return f"{self.method}:{opts}" if opts else self.method
 
 
+def join_names(items, empty: str = "none") -> str:
+    """``"a, b and c"`` (for sentences the book computes from its numbers); ``empty`` for no items."""
+    items = [str(i) for i in items]
+    if not items:
+        return empty
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def label_key(label: str) -> str:
-    """A name-safe key for a :attr:`MethodSpec.label`: ``"bdia (γ=0.96)"`` -> ``"bdia_096"`` (for glue keys)."""
-    return label.replace(" (γ=", "_").replace(")", "").replace(".", "")
+    """A name-safe key for a :attr:`MethodSpec.label`: ``"bdia (γ=0.96)"`` -> ``"bdia_096"``,
+    ``"bdia (γ=1, lattice=True)"`` -> ``"bdia_1_lattice"`` (for glue keys)."""
+    key = label.replace(" (γ=", "_").replace(", lattice=True", "_lattice").replace(")", "").replace(".", "")
+    return re.sub(r"[^A-Za-z0-9_-]", "_", key)
 
 
 def parse_methods(texts) -> list[MethodSpec]:
@@ -159,6 +171,7 @@ class RoundTrip:
     reconstruction: Tensor
     state: object
     inputs: InputComparison | None = None
+    input_moved: float = 0.0  #: with a lattice: how far rounding the input onto it moved it (max abs)
 
     @property
     def calls(self) -> int:
@@ -173,6 +186,10 @@ def _synchronize(x: Tensor) -> None:
 def round_trip(model, x0: Tensor, schedule, num_steps: int, spec: MethodSpec | str,
                compare_inputs: torch.dtype | None = None, **run_options) -> RoundTrip:
     """Invert ``x0``, reconstruct it, and measure error, network calls and wall time of each half.
+
+    With a lattice (``spec`` ``bdia:gamma=1.0,lattice=true``) the error is measured against the input rounded
+    onto the lattice, which is what was inverted; ``RoundTrip.input_moved`` records how far that rounding
+    moved the input.
 
     With ``compare_inputs=torch.float32`` (the network's dtype) every network input is recorded and
     ``RoundTrip.inputs`` says whether reconstruction gave the network the same input bits as inversion
@@ -197,5 +214,8 @@ def round_trip(model, x0: Tensor, schedule, num_steps: int, spec: MethodSpec | s
     inputs = None
     if compare_inputs is not None:
         inputs = compare_network_inputs(counting.inputs[:invert_calls], counting.inputs[invert_calls:], compare_inputs)
-    return RoundTrip(spec, num_steps, relative_error(rec, x0), invert_calls, counting.calls, mid - start, end - mid,
-                     rec, state, inputs)
+    lattice = state.options.get("lattice")
+    # on a lattice the inversion starts from the input rounded onto it: the round trip returns that, bit for bit
+    target = x0 if lattice is None else lattice_round(x0, lattice)
+    return RoundTrip(spec, num_steps, relative_error(rec, target), invert_calls, counting.calls, mid - start,
+                     end - mid, rec, state, inputs, state.noise_stats.get("input_moved", 0.0))

@@ -631,6 +631,7 @@ def invert(model, x0: Tensor, schedule: Schedule, num_steps: int, method: str = 
     lattice = _lattice_for(method, method_opts, x0.dtype, schedule, num_steps)
     moved = None
     if lattice is not None:
+        _warn_if_nondeterministic(x0)
         on_lattice = steps.lattice_round(x0, lattice)
         moved = float((on_lattice - x0).abs().max())
         x0 = on_lattice
@@ -660,6 +661,19 @@ def _as_schedule(schedule):
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a bdia Schedule (VPSchedule, EDMSchedule), got {type(schedule).__name__}")
     return schedule
+
+
+def _nondeterministic_kernels(z: Tensor) -> bool:
+    """Whether the network may return different outputs for the same input bits: CUDA without deterministic algorithms."""
+    return z.is_cuda and not torch.are_deterministic_algorithms_enabled()
+
+
+def _warn_if_nondeterministic(z: Tensor) -> None:
+    if _nondeterministic_kernels(z):
+        warnings.warn("bit-exact inversion on the lattice needs a network that returns the same output for the same "
+                      "input bits; on a GPU call torch.use_deterministic_algorithms(True) (and set "
+                      "CUBLAS_WORKSPACE_CONFIG=:4096:8) before inverting, and keep the batch the same in both "
+                      "directions", ExactnessWarning, stacklevel=4)
 
 
 def _lattice_for(method: str, method_opts: dict, dtype: torch.dtype, schedule: Schedule, num_steps: int):
@@ -740,6 +754,7 @@ def sample(model, init, schedule: Schedule, num_steps: int, method: str = "bdia"
         ts = _grid(schedule, num_steps, num_steps)
     lattice = _lattice_for(method, method_opts, latents[0].dtype, schedule, num_steps)
     if lattice is not None:
+        _warn_if_nondeterministic(latents[0])
         if isinstance(init, InversionState):
             if init.options.get("lattice") != lattice or any(
                     not torch.equal(steps.lattice_round(z, lattice), z) for z in latents):

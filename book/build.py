@@ -23,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "_build"
+#: MathJax, served from the built book itself so that a downloaded or offline copy shows its equations
+MATHJAX = "mathjax@3.2.2"
 EXECUTED = BUILD / "executed"
 STAGE = BUILD / "book-src"
 SITE = BUILD / "site"
@@ -141,7 +143,10 @@ def html() -> int:
     for name in ("_toc.yml", "references.bib"):
         shutil.copy2(ROOT / name, STAGE / name)
     stage_config(STAGE / "_config.yml")
-    shutil.copytree(ROOT / "book", STAGE / "book", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    # not under _static: jupyter-book would add every .js file found there to every page
+    shutil.copytree(vendored_mathjax(), STAGE / "_vendor" / "mathjax")
+    shutil.copytree(ROOT / "book" / "_ext", STAGE / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "book", STAGE / "book", ignore=shutil.ignore_patterns("*.py", "__pycache__", "_ext"))
     (STAGE / "notebooks").mkdir()
     import nbformat
 
@@ -157,8 +162,20 @@ def html() -> int:
     print(" ".join(cmd), flush=True)
     rc = subprocess.call(cmd, cwd=ROOT)
     if rc == 0:
+        archive = shutil.make_archive(str(BUILD / "bdia-book-html"), "zip", SITE / "_build" / "html")
         print(f"\nThe book is built: open {SITE / '_build' / 'html' / 'index.html'}")
+        print(f"For reading offline (equations included): {archive}")
     return rc
+
+
+def vendored_mathjax() -> Path:
+    """MathJax's browser build (es5, with its fonts), installed once from the npm registry into _build/vendor."""
+    folder = BUILD / "vendor" / "node_modules" / "mathjax" / "es5"
+    if not (folder / "tex-mml-chtml.js").is_file():
+        (BUILD / "vendor").mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--silent", "--no-save", "--prefix", str(BUILD / "vendor"), MATHJAX],
+                       check=True)
+    return folder
 
 
 def stage_config(path: Path) -> None:
@@ -167,6 +184,9 @@ def stage_config(path: Path) -> None:
 
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     config["repository"]["url"], config["repository"]["branch"] = repository()
+    config["sphinx"]["config"]["html_static_path"] = ["_vendor"]  # copied into the site's _static
+    config["sphinx"]["config"]["mathjax_path"] = "mathjax/tex-mml-chtml.js"
+    config["sphinx"]["local_extensions"] = {"book_assets": "_ext"}
     path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
 

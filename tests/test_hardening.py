@@ -157,3 +157,12 @@ def test_ctrl_c_during_fid_exits_130_and_says_how_to_resume(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 130 and "rerun the same command to resume" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_missing_local_path_is_not_tried_on_the_hub(tmp_path, monkeypatch):
+    from bdia.diffusers import ModelNotAvailableError, load_unet
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # online: a path must still not be sent to the hub
+    with pytest.raises(ModelNotAvailableError, match="no model folder at") as caught:
+        load_unet(tmp_path / "missing-model")
+    assert "paper" not in str(caught.value)

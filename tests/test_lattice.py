@@ -163,3 +163,13 @@ def test_lattice_refusals(sd_schedule):
     moved = dataclasses.replace(state, latents=(nudged, state.latents[1]))
     with pytest.raises(ValueError, match="not on the lattice"):
         bdia.sample(model, moved, sd_schedule, 10, "bdia")
+
+
+def test_a_gpu_without_deterministic_kernels_is_warned_about(sd_schedule, monkeypatch):
+    from bdia import samplers
+
+    model = make_mixture(2).eps_model(sd_schedule)
+    x0 = make_mixture(2).sample(4)
+    monkeypatch.setattr(samplers, "_nondeterministic_kernels", lambda z: True)
+    with pytest.warns(bdia.ExactnessWarning, match="use_deterministic_algorithms"):
+        bdia.invert(model, x0, sd_schedule, 5, "bdia", lattice=True)

@@ -1,4 +1,4 @@
-"""Real-image inversion and editing with a Stable Diffusion pipeline (eq. 1 in the VAE's latent space).
+"""Real-image inversion and editing with a Stable Diffusion pipeline (eq. 1 in the VAE's latent space)::
 
     result = edit_image(pipe, "cat.png", "a cat", "a tiger", num_steps=50, strength=0.8,
                         guidance_scale=3.0, method="bdia", gamma=0.96)

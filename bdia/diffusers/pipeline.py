@@ -1,4 +1,4 @@
-"""``BDIAEditPipeline``: invert a real image with Stable Diffusion and regenerate or edit it, exactly.
+"""``BDIAEditPipeline``: invert a real image with Stable Diffusion and regenerate or edit it, exactly::
 
     from diffusers import StableDiffusionPipeline
     from bdia.diffusers import BDIAEditPipeline

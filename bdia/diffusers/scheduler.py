@@ -1,4 +1,4 @@
-"""BDIA-DDIM as a diffusers scheduler: a drop-in for ``DDIMScheduler`` in any pipeline.
+"""BDIA-DDIM as a diffusers scheduler: a drop-in for ``DDIMScheduler`` in any pipeline::
 
     pipe.scheduler = BDIAScheduler.from_config(pipe.scheduler.config, gamma=0.5)
     image = pipe("a photo of a cat", num_inference_steps=10).images[0]
@@ -369,7 +369,7 @@ class BDIAScheduler(SchedulerMixin, ConfigMixin):
 
 
 class BDIAInverseScheduler(BDIAScheduler):
-    """BDIA inversion (data to noise) for a custom diffusers loop; its result feeds :meth:`BDIAScheduler.resume_from`.
+    """BDIA inversion (data to noise) for a custom diffusers loop; its result feeds :meth:`BDIAScheduler.resume_from`::
 
         inverse = BDIAInverseScheduler.from_config(pipe.scheduler.config, gamma=0.96)
         inverse.set_timesteps(50)

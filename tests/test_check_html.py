@@ -1,0 +1,49 @@
+"""The browser check of the built book (book/check_html.py) finds what it is meant to find.
+
+Runs Debian's chromium through playwright on two tiny hand-written sites; skipped where there is no chromium.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytest.importorskip("playwright")
+spec = importlib.util.spec_from_file_location("check_html", ROOT / "book" / "check_html.py")
+check_html = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(check_html)
+pytestmark = pytest.mark.skipif(check_html.find_chromium() is None, reason="no chromium on this machine")
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e2b0d2b80000000049454e44ae426082")
+
+
+def page(body: str) -> str:
+    return f"<!doctype html><html><head><title>t</title></head><body><main>{body}</main></body></html>"
+
+
+def test_a_sound_page_passes(tmp_path):
+    (tmp_path / "pixel.png").write_bytes(PNG)
+    (tmp_path / "other.html").write_text(page("<p>the other page</p>"))
+    (tmp_path / "index.html").write_text(page('<p>fine</p><img src="pixel.png"><a href="other.html">next</a>'
+                                              '<a href="https://example.org/">outside, not followed</a>'))
+    assert check_html.check(tmp_path, screenshots=None) == []
+
+
+def test_each_fault_is_reported(tmp_path):
+    (tmp_path / "index.html").write_text(page(
+        '<img src="missing.png"><p>see Fig. ?? and \\(x^2\\)</p><a href="gone.html">dead</a>'
+        '<script>undefinedFunction()</script><script src="https://cdn.example.org/lib.js"></script>'))
+    (tmp_path / "forward.html").write_text('<meta http-equiv="Refresh" content="0; url=nowhere.html" />')
+    problems = "\n".join(check_html.check(tmp_path, screenshots=tmp_path / "shots"))
+    assert "image not loaded" in problems and "missing.png" in problems
+    assert "unresolved '??'" in problems
+    assert "raw LaTeX delimiters" in problems
+    assert "broken internal link gone.html" in problems
+    assert "undefinedFunction is not defined" in problems
+    assert "the pages request cdn.example.org" in problems
+    assert "forward.html: redirects to missing nowhere.html" in problems
+    assert (tmp_path / "shots" / "index.html.png").is_file()
