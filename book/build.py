@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,8 @@ SITE = BUILD / "site"
 
 def repository(root: Path = ROOT) -> tuple[str, str]:
     """``(url, colab branch)`` of the repository the book publishes: the ``origin`` remote of this clone when it
-    has one (so a fork publishes under its own URL), else ``[project.urls] Repository`` in pyproject.toml."""
+    is a hosted repository (so a fork publishes under its own URL), else ``[project.urls] Repository`` in
+    pyproject.toml (also for a clone of a local path)."""
     import tomllib
 
     project = tomllib.loads((root / "pyproject.toml").read_text())
@@ -43,11 +45,14 @@ def repository(root: Path = ROOT) -> tuple[str, str]:
                                 check=True).stdout.strip()
     except (subprocess.CalledProcessError, FileNotFoundError):
         remote = ""
-    if remote:
-        if remote.startswith("git@") and ":" in remote:  # git@github.com:owner/name.git
-            host, _, path = remote[4:].partition(":")
-            remote = f"https://{host}/{path}"
-        url = remote.removesuffix(".git").rstrip("/")
+    if remote.startswith("git@") and ":" in remote:  # git@github.com:owner/name.git
+        host, _, path = remote[4:].partition(":")
+        remote = f"https://{host}/{path}"
+    remote = re.sub(r"^ssh://git@", "https://", remote)
+    # only a web address of a hosted repository can be linked; a clone of a local path keeps the default
+    hosted = re.fullmatch(r"(https?://[^/\s]+/[^/\s]+/[^/\s]+?)(?:\.git)?/?", remote)
+    if hosted:
+        url = hosted.group(1)
     return url, branch
 
 

@@ -38,3 +38,20 @@ def schedule(request):
 @pytest.fixture
 def sd_schedule():
     return bdia.VPSchedule.stable_diffusion()
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    """A miniature Stable Diffusion pipeline with random weights (built in code, offline)."""
+    pytest.importorskip("diffusers")
+    from bdia.diffusers import tiny_stable_diffusion
+
+    return tiny_stable_diffusion(seed=0)
+
+
+@pytest.fixture(scope="module")
+def cat():
+    """Chelsea the cat, a real photograph that ships inside scikit-image."""
+    from skimage import data
+
+    return data.chelsea()

@@ -29,31 +29,31 @@ def load(chapter: str):
     return nbformat.read(path, as_version=4)
 
 
-def glued(nb) -> dict:
-    """Every value the notebook glued (myst_nb.glue), parsed from its text/plain form."""
+def _glued_outputs(nb, mime: str) -> dict:
     values = {}
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             name = out.get("metadata", {}).get("scrapbook", {}).get("name")
-            text = out.get("data", {}).get(PREFIX + "text/plain")
+            text = out.get("data", {}).get(PREFIX + mime)
             if name and text is not None:
-                try:
-                    values[name] = ast.literal_eval(text)
-                except (ValueError, SyntaxError):
-                    values[name] = text
+                values[name] = text
+    return values
+
+
+def glued(nb) -> dict:
+    """Every value the notebook glued (myst_nb.glue), parsed from its text/plain form."""
+    values = {}
+    for name, text in _glued_outputs(nb, "text/plain").items():
+        try:
+            values[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            values[name] = text
     return values
 
 
 def glued_markdown(nb) -> dict:
     """Every sentence the notebook glued as markdown (for {glue:md}), by name."""
-    values = {}
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
-            text = out.get("data", {}).get(PREFIX + "text/markdown")
-            if name and text is not None:
-                values[name] = text
-    return values
+    return _glued_outputs(nb, "text/markdown")
 
 
 def printed(nb) -> str:

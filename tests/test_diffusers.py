@@ -12,18 +12,6 @@ from bdia.diffusers import (BDIAScheduler, ModelNotAvailableError, StableDiffusi
 from bdia.experiments import relative_error  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_stable_diffusion(seed=0)
-
-
-@pytest.fixture(scope="module")
-def cat():
-    from skimage import data
-
-    return data.chelsea()
-
-
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.float64, 1e-10)])
 def test_latent_round_trip_through_stable_diffusion(pipe, cat, guidance, dtype, tol):

@@ -91,6 +91,18 @@ def test_workflows_lint_and_only_run_makefile_targets():
     assert any(s.get("with", {}).get("python-version") == "3.11" for s in test["jobs"]["test"]["steps"])
 
 
+def import_build(root: Path):
+    """``book/build.py`` of the sources under ``root``, imported afresh."""
+    sys.path.insert(0, str(root / "book"))
+    try:
+        sys.modules.pop("build", None)
+        import build
+    finally:
+        sys.path.pop(0)
+        sys.modules.pop("build", None)
+    return build
+
+
 @pytest.fixture
 def fork(tmp_path):
     """A copy of the book's sources in a git repository whose origin is someone else's fork."""
@@ -105,13 +117,7 @@ def fork(tmp_path):
 
 
 def test_a_fork_publishes_under_its_own_url(fork, tmp_path):
-    sys.path.insert(0, str(fork / "book"))
-    try:
-        sys.modules.pop("build", None)
-        import build
-    finally:
-        sys.path.pop(0)
-        sys.modules.pop("build", None)
+    build = import_build(fork)
     assert build.repository() == ("https://github.com/someone/bdia-fork", "colab")
     build.stage_config(tmp_path / "_config.yml")
     staged = yaml.safe_load((tmp_path / "_config.yml").read_text())
@@ -152,3 +158,23 @@ def test_the_colab_install_cell_installs_the_profiles_package(profile, extras, w
     weights = sorted(p.relative_to(target).as_posix() for p in (target / "bdia" / "weights").rglob("*.safetensors"))
     assert weights == ["bdia/weights/digit-classifier/model.safetensors",
                        "bdia/weights/digits-unet/diffusion_pytorch_model.safetensors"]
+
+
+@pytest.mark.parametrize("origin, expected", [
+    (None, URL),
+    ("/srv/clones/bdia", URL),  # CI's clean clone of a local path: nothing a reader's browser could open
+    ("file:///srv/clones/bdia", URL),
+    ("https://gitlab.example.org/lab/bdia.git", "https://gitlab.example.org/lab/bdia"),
+    ("git@github.com:someone/bdia-fork.git", "https://github.com/someone/bdia-fork"),
+    ("ssh://git@github.com/someone/bdia-fork.git", "https://github.com/someone/bdia-fork"),
+])
+def test_the_published_url_is_a_hosted_repository_or_the_default(tmp_path, origin, expected):
+    build = import_build(ROOT)
+    shutil.copy2(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    if origin is not None:
+        subprocess.run(["git", "remote", "add", "origin", origin], cwd=tmp_path, check=True)
+    url, _ = build.repository(tmp_path)
+    assert url == expected
+    # the form the book theme's repository buttons take apart
+    assert re.fullmatch(r"https?://[^/]+/[^/]+/[^/]+", url)

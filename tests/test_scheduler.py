@@ -20,7 +20,7 @@ from diffusers import (DDIMInverseScheduler, DDIMScheduler, DDPMScheduler,  # no
                        StableDiffusionImg2ImgPipeline, StableDiffusionPipeline)
 
 from bdia.diffusers import (BDIAEditPipeline, BDIAInverseScheduler, BDIAScheduler, StableDiffusionEpsModel,  # noqa: E402
-                            encode_image, network_copy, schedule_from_scheduler, tiny_stable_diffusion)
+                            encode_image, network_copy, schedule_from_scheduler)
 from bdia.experiments import relative_error  # noqa: E402
 
 BASE = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear", clip_sample=True)
@@ -239,18 +239,6 @@ def test_inverse_scheduler_warns_like_invert():
 
 
 # -- 5. resuming from a state of any dtype -----------------------------------------------------------
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_stable_diffusion(seed=0)
-
-
-@pytest.fixture(scope="module")
-def cat():
-    from skimage import data
-
-    return data.chelsea()
-
-
 def test_resume_from_casts_the_state_for_a_standard_pipeline(pipe, cat):
     edit = BDIAEditPipeline.from_pipe(pipe)
     state = edit.invert(cat, "a cat", 10, guidance_scale=3.0, latent_dtype=torch.float64)
