@@ -261,13 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     fid.add_argument("--seed", type=int, default=0)
     fid.set_defaults(func=_fid)
 
+    from bdia.bench import DEFAULT_METHODS, MODELS
+
     bench = command("bench", help="cost and exactness of each method (calls, time ratios, memory, error)")
     bench.add_argument("--models", nargs="+", default=["gmm2d", "digits-unet", "tiny-sd"],
-                       choices=["gmm2d", "digits-ideal", "digits-unet", "tiny-sd", "sd-unet"], metavar="MODEL",
-                       help="gmm2d digits-ideal digits-unet tiny-sd sd-unet")
-    bench.add_argument("--methods", nargs="+", type=_method,
-                       default=["ddim", "edict", "bdia:gamma=1.0", "bdia:gamma=0.96", "obelm",
-                                "bdia:gamma=1.0,lattice=true"])
+                       choices=MODELS, metavar="MODEL", help=" ".join(MODELS))
+    bench.add_argument("--methods", nargs="+", type=_method, default=list(DEFAULT_METHODS),
+                       help="method specs (method:option=value,...)")
     bench.add_argument("--dtypes", nargs="+", default=["float32", "float64"],
                        choices=["float16", "bfloat16", "float32", "float64"], metavar="DTYPE",
                        help="latent dtypes: float16 bfloat16 float32 float64")

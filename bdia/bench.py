@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from ._files import check_writable, code_digest
 from .experiments import MethodSpec, parse_methods, round_trip
 from .schedules import VPSchedule
 
@@ -162,14 +163,7 @@ def check_grid(models=("gmm2d",), methods=DEFAULT_METHODS, dtypes=("float32", "f
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
     if out is not None:
-        folder = Path(out).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / ".bdia-write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as error:
-            raise OSError(f"cannot write the results to {out}: {error.strerror or error}") from None
+        check_writable(Path(out).parent, f"the results to {out}")
 
 
 def _interleaved_times(model, data, schedule, n, specs, repeats):
@@ -272,9 +266,7 @@ def cached_benchmark(folder, device="cpu", **grid) -> tuple[dict, bool]:
     """
     import hashlib
 
-    root = Path(__file__).parent
-    code = "".join(hashlib.sha256((root / f).read_bytes()).hexdigest()
-                   for f in ("samplers.py", "steps.py", "bench.py", "experiments.py"))
+    code = code_digest(("samplers.py", "steps.py", "bench.py", "experiments.py"))
     key = json.dumps({"grid": grid, "code": code, "machine": machine_info(device)}, sort_keys=True, default=str)
     path = Path(folder) / f"bench-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
     if path.exists():

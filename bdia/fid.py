@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import standins
+from ._files import check_writable, code_digest, sha256_file
 from .experiments import MethodSpec, parse_methods
 from .models import CountingModel
 from .samplers import sample
@@ -204,14 +205,6 @@ def image_stats(detector: Detector, batches: Iterable[Tensor], device="cpu") -> 
     return stats
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def digit_detector(path=None) -> Detector:
     """The ``ci`` profile's detector: the digit classifier shipped with bdia (``python -m bdia train-classifier``)."""
     from . import digits
@@ -219,7 +212,7 @@ def digit_detector(path=None) -> Detector:
     classifier, _ = digits.load_classifier(path)
     weights = Path(path) if path else digits.shipped_classifier_path()
     return Detector("digit classifier, 64-d penultimate features", DigitFeatures(classifier), 64,
-                    _sha256(weights / "model.safetensors"), channels=1)
+                    sha256_file(weights / "model.safetensors"), channels=1)
 
 
 def _hub_checkpoints() -> Path:
@@ -279,7 +272,7 @@ def load_detector(path=None, device="cpu", offline: bool | None = None) -> Detec
             raise ValueError(f"{file} is neither a TorchScript archive nor a readable pickle: {error}") from error
         weights = standins.TRAINED_LABEL
     detector = Detector("Inception-v3 (TF-FID, NVlabs' TorchScript), 2048-d pool features", network, 2048,
-                        _sha256(file), weights, 3, {"return_features": True})
+                        sha256_file(file), weights, 3, {"return_features": True})
     probe = detector(torch.zeros(1, 3, 32, 32, dtype=torch.uint8, device=device))
     if probe.shape != (1, 2048):
         raise ValueError(f"{file} returns features of shape {tuple(probe.shape[1:])}, not 2048-d: not an FID detector")
@@ -321,12 +314,12 @@ def reference_stats(reference, detector: Detector, cache_dir=None, device="cpu")
             stats = {"mu": data["mu"].astype(np.float64), "sigma": data["sigma"].astype(np.float64)}
         if stats["mu"].shape != (detector.dim,):
             raise ValueError(f"{path} holds {stats['mu'].shape[0]}-d statistics, the detector gives {detector.dim}-d")
-        return stats, {"reference": str(path), "kind": "statistics file", "sha256": _sha256(path)}
+        return stats, {"reference": str(path), "kind": "statistics file", "sha256": sha256_file(path)}
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
         if len(files) < 2:
             raise ValueError(f"the reference folder {path} holds {len(files)} images; need at least 2")
-        listing = hashlib.sha256("".join(f"{f.name}:{f.stat().st_size}:{_sha256(f)}" for f in files).encode())
+        listing = hashlib.sha256("".join(f"{f.name}:{f.stat().st_size}:{sha256_file(f)}" for f in files).encode())
         key = f"folder-{listing.hexdigest()[:16]}-{detector.sha256[:12]}.npz"
         weights = standins.STANDIN_LABEL if standins.is_standin(path) else standins.TRAINED_LABEL
         description = {"reference": str(path.resolve()), "kind": "image folder", "images": len(files),
@@ -484,8 +477,7 @@ _CODE_FILES = ("samplers.py", "steps.py", "schedules.py", "fid.py", "diffusers/m
 
 
 def _code_version() -> str:
-    root = Path(__file__).parent
-    return hashlib.sha256("".join(_sha256(root / f) for f in _CODE_FILES).encode()).hexdigest()
+    return code_digest(_CODE_FILES)
 
 
 def _model_identity(model_id: str) -> tuple[str, str]:
@@ -493,7 +485,7 @@ def _model_identity(model_id: str) -> tuple[str, str]:
     path = Path(model_id)
     weights = sorted(path.rglob("*.safetensors")) if path.is_dir() else []
     if weights:
-        return path.name, hashlib.sha256("".join(_sha256(w) for w in weights).encode()).hexdigest()
+        return path.name, hashlib.sha256("".join(sha256_file(w) for w in weights).encode()).hexdigest()
     return model_id, model_id
 
 
@@ -503,7 +495,7 @@ def fingerprint(cfg: "FIDConfig", model_id: str) -> dict:
     edm = None
     if cfg.edm_model:
         edm_path = Path(cfg.edm_model)
-        edm = {"name": edm_path.name, "sha256": _sha256(edm_path) if edm_path.is_file() else None}
+        edm = {"name": edm_path.name, "sha256": sha256_file(edm_path) if edm_path.is_file() else None}
     return {"code": _code_version(), "model": name, "model_hash": model_hash, "edm_model": edm, "seed": cfg.seed,
             "batch_size": cfg.batch_size, "num_samples": cfg.num_samples, "profile": cfg.profile}
 
@@ -608,14 +600,13 @@ class _Profile:
         self.cfg = cfg
         self.schedule = VPSchedule.ddpm()
         self.model_id = default_model_id(cfg)
+        unet = load_unet(self.model_id, device=cfg.device)
         if cfg.profile == "ci":
             from . import digits
 
-            unet = load_unet(self.model_id, device=cfg.device)
             # the null label for every sample: unconditional samples, like the CIFAR10 DDPM's
             self.eps_model = UNetEpsModel(unet, class_labels=torch.tensor([digits.NULL_CLASS], device=cfg.device))
         else:
-            unet = load_unet(self.model_id, device=cfg.device)
             self.eps_model = UNetEpsModel(unet, scheduler_config=_scheduler_config(self.model_id))
             self.schedule = self.eps_model.schedule
         self.weights = standins.weights_label(self.model_id)
@@ -667,16 +658,6 @@ def _scheduler_config(model_id: str) -> dict | None:
         return None
 
 
-def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise OSError(f"cannot write to the output folder {folder}: {error.strerror or error}") from error
-
-
 def run_fid(cfg: FIDConfig, on_shard: Callable[[MethodSpec, int, int], None] | None = None) -> list[dict]:
     """Sample every missing shard, then compute one Fréchet distance per (method, budget); see the module docstring.
 
@@ -685,7 +666,7 @@ def run_fid(cfg: FIDConfig, on_shard: Callable[[MethodSpec, int, int], None] | N
     """
     from accelerate import Accelerator
 
-    _check_writable(cfg.out_dir)
+    check_writable(cfg.out_dir, f"to the output folder {cfg.out_dir}")
     accelerator = Accelerator(cpu=torch.device(cfg.device).type == "cpu")
     profile = _Profile(cfg)
     reference, reference_description = profile.reference_stats() if accelerator.is_main_process else (None, None)

@@ -196,16 +196,32 @@ def _check_lattice(method: str, lattice, gamma: float):
 
 
 def default_lattice(dtype: torch.dtype, schedule: Schedule, num_steps: int) -> float:
-    """The lattice spacing ``2^-k`` for states of ``dtype``: ``k = mantissa bits - log2(bound)``, with the bound on
-    ``|z|`` taken as ``8 * init_noise_sigma + 8`` rounded up to a power of two (16 on VP schedules, 1024 on EDM's)."""
+    """The lattice spacing ``2^-k`` for states of ``dtype``: ``k = mantissa bits - ceil(log2(bound))``, with the bound
+    on ``|z|`` taken as ``8 * init_noise_sigma + 8`` (16 on VP schedules, 1024 on EDM's)."""
+    return _lattice_spacing(dtype, 8 * schedule.init_noise_sigma(num_steps) + 8)
+
+
+def _lattice_spacing(dtype: torch.dtype, bound: float) -> float:
+    """The finest lattice ``2^-k`` on which ``dtype`` adds states with ``|z| < bound`` exactly:
+    ``k = mantissa bits - ceil(log2(bound))``."""
     if dtype not in _MANTISSA:
-        raise TypeError(f"no lattice for {dtype} states")
-    bound_bits = math.ceil(math.log2(8 * schedule.init_noise_sigma(num_steps) + 8))
+        raise TypeError(f"no lattice for {dtype} states; allowed: float64, float32, bfloat16, float16")
+    bound_bits = math.ceil(math.log2(bound))
     k = _MANTISSA[dtype] - bound_bits
     if k < 1:
         raise ValueError(f"{dtype} has too few mantissa bits for a lattice on this schedule (|z| up to 2^{bound_bits}); "
                          "use float32 or float64 states")
     return 2.0 ** -k
+
+
+def _check_lattice_range(z: Tensor, lattice: float, where: str) -> None:
+    """``ValueError`` when a state has left the range in which its dtype adds multiples of ``lattice`` exactly."""
+    limit = 2.0 ** _MANTISSA[z.dtype] * lattice
+    top = float(z.abs().max())
+    if top >= limit:
+        raise ValueError(f"{where} a state reached |z| = {top:.4g}, beyond the range in which {z.dtype} adds multiples "
+                         f"of the lattice {lattice:.3g} exactly (|z| < {limit:.4g}); use a coarser lattice or float64 "
+                         "states")
 
 
 def _check_num_steps(method: str, num_steps) -> int:
@@ -303,9 +319,7 @@ class _Run:
     def _track(self, z: Tensor, j: int) -> None:
         if self.data_rms is None:
             return
-        lvl = self.levels[j]
-        expected = math.sqrt((lvl.alpha * self.data_rms) ** 2 + lvl.sigma**2)
-        self.peak_ratio = max(self.peak_ratio, float(z.double().pow(2).mean().sqrt()) / expected)
+        self.peak_ratio = max(self.peak_ratio, _rms(z) / _expected_rms(self.levels[j], self.data_rms))
 
     def done(self, step: int, j: int, *states: Tensor) -> None:
         """Record that step number ``step`` produced ``states`` at grid point ``j``."""
@@ -316,13 +330,8 @@ class _Run:
                     f"{self.method!r} {self.direction} (t = {self.ts[j]:.6g}); check the model's output and the "
                     "schedule there")
             if self.lattice is not None:
-                limit = 2.0 ** (_MANTISSA[z.dtype]) * self.lattice
-                top = float(z.abs().max())
-                if top >= limit:
-                    raise ValueError(
-                        f"at step {step + 1} of {self.method!r} {self.direction} (t = {self.ts[j]:.6g}) a state reached "
-                        f"|z| = {top:.4g}, beyond the range in which {z.dtype} adds multiples of the lattice "
-                        f"{self.lattice:.3g} exactly (|z| < {limit:.4g}); use a coarser lattice or float64 states")
+                _check_lattice_range(z, self.lattice,
+                                    f"at step {step + 1} of {self.method!r} {self.direction} (t = {self.ts[j]:.6g})")
             self._track(z, j)
         if self.trajectory is not None:
             self.trajectory.append(states[0])
@@ -571,6 +580,11 @@ def _rms(z: Tensor) -> float:
     return float(z.double().pow(2).mean().sqrt())
 
 
+def _expected_rms(level, data_rms: float) -> float:
+    """The rms of ``alpha x + sigma eps`` for data of rms ``data_rms`` and standard normal ``eps``."""
+    return math.sqrt((level.alpha * data_rms) ** 2 + level.sigma**2)
+
+
 @torch.no_grad()
 def invert(model, x0: Tensor, schedule: Schedule, num_steps: int, method: str = "bdia", **options):
     """Run the trajectory of ``method`` from data ``x0`` up to noise; returns an :class:`InversionState`.
@@ -640,8 +654,7 @@ def invert(model, x0: Tensor, schedule: Schedule, num_steps: int, method: str = 
     with run:
         latents = _INVERTERS[method](run, x0, method_opts)
     grid = ts.flip(0)
-    top = schedule.level(float(grid[0]))
-    expected = math.sqrt((top.alpha * run.data_rms) ** 2 + top.sigma**2)
+    expected = _expected_rms(schedule.level(float(grid[0])), run.data_rms)
     noise_stats = {"latent_rms": _rms(latents[0]), "expected_rms": expected, "ratio": _rms(latents[0]) / expected,
                    "peak_ratio": run.peak_ratio, "amplification_bound": bound, "input_rms": run.data_rms}
     if moved is not None:
@@ -686,9 +699,11 @@ def _lattice_for(method: str, method_opts: dict, dtype: torch.dtype, schedule: S
         if alphas != {1.0}:
             raise ValueError("bdia-edm's lattice needs a schedule with alpha = 1 (EDMSchedule): its leapfrog form holds "
                              "for x = z / alpha, and dividing by alpha is not exact; use method='bdia' on this schedule")
+    if lattice == "auto":
+        return default_lattice(dtype, schedule, num_steps)
     if dtype not in _MANTISSA:
-        raise TypeError(f"no lattice for {dtype} states")
-    return default_lattice(dtype, schedule, num_steps) if lattice == "auto" else lattice
+        raise TypeError(f"no lattice for {dtype} states; allowed: float64, float32, bfloat16, float16")
+    return lattice
 
 
 def _check_state(state: InversionState, method: str, num_steps: int, options: dict, schedule: Schedule) -> Tensor:

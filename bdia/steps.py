@@ -31,6 +31,7 @@ __all__ = [
     "bdia_from_prediction",
     "bdia_inverse_from_prediction",
     "bdia_increment",
+    "bdia_increment_from_prediction",
     "lattice_round",
     "edict_step",
     "edict_inverse_step",
@@ -131,8 +132,13 @@ def bdia_increment(z_cur: Tensor, eps_cur: Tensor, level_prev: Level, level_cur:
     ``z_{i+1} = z_{i-1} - g_i(z_i)``: the coefficient of the carried state is exactly 1 and ``g_i``
     depends on ``z_i`` alone, which is what makes bit-exact inversion on a lattice possible.
     """
-    x0_hat = x0_prediction(z_cur, eps_cur, level_cur)
-    return ddim_from_prediction(x0_hat, eps_cur, level_next) - ddim_from_prediction(x0_hat, eps_cur, level_prev)
+    return bdia_increment_from_prediction(x0_prediction(z_cur, eps_cur, level_cur), eps_cur, level_prev, level_next)
+
+
+def bdia_increment_from_prediction(x0_hat: Tensor, eps_hat: Tensor, level_prev: Level, level_next: Level) -> Tensor:
+    """:func:`bdia_increment` on the predictions ``(x0_hat, eps_hat)`` made from ``z_i`` (clipped, thresholded or
+    from a v-prediction, as :func:`bdia_from_prediction` takes them)."""
+    return ddim_from_prediction(x0_hat, eps_hat, level_next) - ddim_from_prediction(x0_hat, eps_hat, level_prev)
 
 
 def lattice_round(z: Tensor, spacing: float) -> Tensor:

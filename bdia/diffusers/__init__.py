@@ -14,7 +14,7 @@
 
 from .editing import (EditResult, decode_latents, edit_image, encode_image, invert_image, pipeline_resolution,
                       prepare_image)
-from .loading import ModelNotAvailableError, cast_network, load_pipeline, load_unet, network_copy
+from .loading import ModelNotAvailableError, cast_network, cast_pipeline, load_pipeline, load_unet, network_copy
 from .models import StableDiffusionEpsModel, UNetEpsModel, schedule_from_scheduler
 from .pipeline import BDIAEditPipeline
 from .scheduler import BDIAInverseScheduler, BDIAScheduler
@@ -25,6 +25,7 @@ __all__ = [
     "load_pipeline",
     "network_copy",
     "cast_network",
+    "cast_pipeline",
     "ModelNotAvailableError",
     "UNetEpsModel",
     "StableDiffusionEpsModel",

@@ -144,12 +144,12 @@ def edit_image(pipe, image, source_prompt: str, target_prompt: str, num_steps: i
     ``edict``, ``bdia``, ``obelm``) with :class:`BDIAEditPipeline`. Defaults follow the EDICT reference setup:
     50 steps, 40 inverted (``strength=0.8``), guidance 3; for BDIA pass ``gamma`` (e.g. 0.96)."""
     edit = _edit_pipeline(pipe)
+    source = encode_image(edit, image, dtype=dtype, size=size)
     start = time.perf_counter()
-    state = edit.invert(image, source_prompt, num_steps, strength=strength, guidance_scale=guidance_scale,
-                        method=method, latent_dtype=dtype, height=size, **options)
+    state = edit.invert(source, source_prompt, num_steps, strength=strength, guidance_scale=guidance_scale,
+                        method=method, latent_dtype=dtype, **options)
     invert_calls, mid = edit.num_network_calls, time.perf_counter()
     edited = edit(target_prompt, inversion=state, output_type="latent").images
     end = time.perf_counter()
-    source = encode_image(edit, image, dtype=dtype, size=size)
     return EditResult(decode_latents(edit, edited), edited, source, state, invert_calls, edit.num_network_calls,
                       mid - start, end - mid)

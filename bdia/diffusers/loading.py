@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ModelNotAvailableError", "load_unet", "load_pipeline", "network_copy", "cast_network"]
+__all__ = ["ModelNotAvailableError", "load_unet", "load_pipeline", "network_copy", "cast_network", "cast_pipeline"]
 
 _CI_HINT = ("The 'paper' profile downloads hub models and needs internet access; offline, "
             "`python -m bdia standins --out DIR` writes stand-ins of the paper's models (published architectures, "
@@ -90,6 +90,14 @@ def cast_network(module, dtype: torch.dtype):
     return torch.nn.Module.to(module, dtype=dtype)
 
 
+def cast_pipeline(pipe, dtype: torch.dtype):
+    """Cast every network of a diffusers pipeline (UNet, VAE, text encoder) to ``dtype`` in place; returns ``pipe``."""
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            cast_network(component, dtype)
+    return pipe
+
+
 def network_copy(module, dtype: torch.dtype):
     """A copy of a network in another dtype (e.g. a float64 copy of a float32 UNet, for bit-level round trips)."""
     import copy
@@ -122,7 +130,4 @@ def load_pipeline(model_id, dtype: torch.dtype = torch.float32, device="cpu"):
                  **_dtype_kwarg(dtype))
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
-    for component in pipe.components.values():
-        if isinstance(component, torch.nn.Module):
-            cast_network(component, dtype)
-    return pipe
+    return cast_pipeline(pipe, dtype)

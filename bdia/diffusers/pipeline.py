@@ -69,8 +69,12 @@ class BDIAEditPipeline(StableDiffusionPipeline):
         return prompts
 
     def _latent_of(self, image, height, width, dtype) -> torch.Tensor:
+        """The VAE latent of ``image``; a tensor with the VAE's latent channels is taken as that latent already
+        (as diffusers' img2img pipelines take one), so a caller that encoded the image does not pay twice."""
         from .editing import encode_image
 
+        if torch.is_tensor(image) and image.dim() == 4 and image.shape[1] == self.vae.config.latent_channels:
+            return image.to(dtype)
         side = height or width
         if height and width and height != width:
             raise ValueError("BDIAEditPipeline edits square images: give height == width (or one of them)")
@@ -96,8 +100,9 @@ class BDIAEditPipeline(StableDiffusionPipeline):
                guidance_scale: float = 1.0, negative_prompt: str = "", method: str = "bdia",
                latent_dtype: torch.dtype = torch.float64, height: int | None = None, width: int | None = None,
                allow_v_prediction: bool = False, **method_options) -> InversionState:
-        """Invert ``image`` (path, PIL, array or tensor) under ``prompt``: the :class:`~bdia.InversionState` to pass as
-        ``inversion=``. ``method_options``: ``gamma``, ``lattice`` (bdia), ``p``, ``leapfrog`` (edict)."""
+        """Invert ``image`` (path, PIL, array, image tensor, or its VAE latent) under ``prompt``: the
+        :class:`~bdia.InversionState` to pass as ``inversion=``. ``method_options``: ``gamma``, ``lattice`` (bdia),
+        ``p``, ``leapfrog`` (edict)."""
         latent = self._latent_of(image, height, width, latent_dtype)
         model = CountingModel(StableDiffusionEpsModel(self, self._prompts(prompt, latent.shape[0]), guidance_scale,
                                                       negative_prompt, allow_v_prediction=allow_v_prediction))

@@ -48,13 +48,12 @@ from diffusers.utils import BaseOutput
 
 from .. import steps
 from ..samplers import (AMPLIFICATION_WARN, ExactnessWarning, InversionState, _check_gamma, _check_lattice,
-                        _MANTISSA, rounding_amplification)
+                        _check_lattice_range, _lattice_spacing, rounding_amplification)
 from ..schedules import Level, VPSchedule, betas_from_config
 
 __all__ = ["BDIAScheduler", "BDIAInverseScheduler", "BDIASchedulerOutput"]
 
 _SPACINGS = ("leading", "trailing", "linspace")
-_LATTICE_BOUND_BITS = 4  # |z| < 16 on VP schedules, as bdia.default_lattice
 
 
 @dataclass
@@ -263,8 +262,8 @@ class BDIAScheduler(SchedulerMixin, ConfigMixin):
     # -- the update ---------------------------------------------------------------------------------
     def _resolved_lattice(self, dtype: torch.dtype) -> float | None:
         lattice = _check_lattice("bdia", self.config.lattice, self.gamma)
-        if lattice == "auto":
-            return 2.0 ** -(_MANTISSA[dtype] - _LATTICE_BOUND_BITS)
+        if lattice == "auto":  # the bound bdia.default_lattice takes: 8 * init_noise_sigma + 8
+            return _lattice_spacing(dtype, 8 * self.init_noise_sigma + 8)
         return lattice
 
     def _predict(self, model_output: torch.Tensor, sample: torch.Tensor, level: Level,
@@ -332,8 +331,7 @@ class BDIAScheduler(SchedulerMixin, ConfigMixin):
             sample = steps.lattice_round(sample, lattice)
         continues = on_grid and self._prev_sample is not None and self._last_index == j - 1
         if continues and lattice is not None:  # the leapfrog map on the lattice (gamma = 1)
-            increment = steps.ddim_from_prediction(x0, eps, self._level(target)) - \
-                steps.ddim_from_prediction(x0, eps, self._level(previous))
+            increment = steps.bdia_increment_from_prediction(x0, eps, self._level(previous), self._level(target))
             prev_sample = self._prev_sample.to(sample) + steps.lattice_round(increment, lattice)
         elif continues:
             prev_sample = steps.bdia_from_prediction(self._prev_sample.to(sample), x0, eps, self._level(previous),
@@ -342,9 +340,8 @@ class BDIAScheduler(SchedulerMixin, ConfigMixin):
             prev_sample = steps.ddim_from_prediction(x0, eps, self._level(max(target, -1)))
             if lattice is not None:
                 prev_sample = steps.lattice_round(prev_sample, lattice)
-        if lattice is not None and float(prev_sample.abs().max()) >= 2.0 ** _MANTISSA[sample.dtype] * lattice:
-            raise ValueError(f"a state reached |z| = {float(prev_sample.abs().max()):.4g}, beyond the exact range of the "
-                             f"lattice {lattice:g} in {sample.dtype}; use a coarser lattice")
+        if lattice is not None:
+            _check_lattice_range(prev_sample, lattice, f"at timestep {t}")
         self._prev_sample, self._last_index = (sample, j) if on_grid else (None, None)
         self._step_index = (self._step_index or 0) + 1
         if not return_dict:
@@ -431,8 +428,8 @@ class BDIAInverseScheduler(BDIAScheduler):
             x0, eps = self._predict(model_output, sample, self._level(up[m]), use_clipped_model_output)
             # in sampling order: z_{m+1} is the "previous" (noisier) state, z_{m-1} the next (cleaner) one
             if lattice is not None:
-                increment = steps.ddim_from_prediction(x0, eps, self._level(up[m - 1])) - \
-                    steps.ddim_from_prediction(x0, eps, self._level(up[m + 1]))
+                increment = steps.bdia_increment_from_prediction(x0, eps, self._level(up[m + 1]),
+                                                                 self._level(up[m - 1]))
                 new = self._prev_sample.to(sample) - steps.lattice_round(increment, lattice)
             else:
                 new = steps.bdia_inverse_from_prediction(self._prev_sample.to(sample), x0, eps, self._level(up[m + 1]),

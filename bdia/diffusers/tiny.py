@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .loading import cast_network
+from .loading import cast_pipeline
 
 __all__ = ["tiny_stable_diffusion", "STABLE_DIFFUSION_SCHEDULER_CONFIG"]
 
@@ -73,7 +73,4 @@ def tiny_stable_diffusion(seed: int = 0, prediction_type: str = "epsilon", dtype
         std = vae.encode(probe).latent_dist.mean.std().item()
     vae.register_to_config(scaling_factor=1.0 / std)
     pipe.to(device)
-    for component in pipe.components.values():
-        if isinstance(component, torch.nn.Module):
-            cast_network(component, dtype)
-    return pipe
+    return cast_pipeline(pipe, dtype)
