@@ -61,8 +61,8 @@ check-html: $(BIN)/.installed
 	$(BIN)/python book/check_html.py
 
 # Stand-in weights of the paper profile's models (published architectures, random weights): built once,
-# rebuilt only when their definition changes (bdia/standins.py checks its own stamp).
-$(STANDINS)/definition.json: bdia/standins.py $(BIN)/.installed
+# rebuilt only when their definition changes (bdia/apps/standins.py checks its own stamp).
+$(STANDINS)/definition.json: bdia/apps/standins.py $(BIN)/.installed
 	$(BIN)/python -m bdia standins --out $(STANDINS)
 
 # The paper profile's code, unchanged, on the stand-ins with small sizes: chapters 4 and 5, the fid and bench

@@ -8,8 +8,9 @@ Commands:
   train-digits      train the class-conditional digits DDPM that the ci profile ships
   train-classifier  train the digit classifier whose features score the ci profile's FID
 
-User errors (bad options, missing models, unwritable folders) end with a one-line message and exit
-status 2; Ctrl-C ends with status 130.
+User errors (:class:`bdia.UsageError`: bad options, missing models or files, unwritable folders) end with a
+one-line message and exit status 2; Ctrl-C ends with status 130; anything else is a bug and keeps its
+traceback. ``bdia --help`` imports no PyTorch: each command imports what it needs when it runs.
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-class UsageError(Exception):
-    """A problem with what the user asked for: printed as one line, exit status 2."""
+from bdia.errors import UsageError
 
 
 def _positive(name: str, least: int = 1):
@@ -54,11 +53,11 @@ def _device(text: str) -> str:
 
 
 def _method(text: str):
-    from bdia.experiments import MethodSpec
+    from bdia.methods import MethodSpec
 
     try:
         return MethodSpec.parse(text)
-    except (ValueError, TypeError) as error:
+    except UsageError as error:
         raise argparse.ArgumentTypeError(f"method spec {text!r} is malformed: {error}") from None
 
 
@@ -68,7 +67,7 @@ def _demo(args: argparse.Namespace) -> int:
     import bdia
     from bdia.toy import GaussianMixture
 
-    schedule = bdia.VPSchedule.stable_diffusion()
+    schedule = bdia.VPSchedule.scaled_linear()
     gen = torch.Generator().manual_seed(args.seed)
     mixture = GaussianMixture(torch.randn(5, args.dim, generator=gen, dtype=torch.float64), std=0.2)
     print(f"profile: ci (exact {args.dim}-D Gaussian mixture, Stable Diffusion schedule, {args.steps} steps)")
@@ -99,7 +98,7 @@ def _train_digits(args: argparse.Namespace) -> int:
 
     import torch
 
-    from bdia.digits import shipped_model_path, train_diffusion_model
+    from bdia.apps.digits import shipped_model_path, train_diffusion_model
 
     _shipped_weights_guard(args.out, shipped_model_path(), args.overwrite_shipped)
     start = time.perf_counter()
@@ -122,7 +121,7 @@ def _train_classifier(args: argparse.Namespace) -> int:
 
     import torch
 
-    from bdia.digits import save_classifier, shipped_classifier_path, train_classifier
+    from bdia.apps.digits import save_classifier, shipped_classifier_path, train_classifier
 
     _shipped_weights_guard(args.out, shipped_classifier_path(), args.overwrite_shipped)
     start = time.perf_counter()
@@ -137,7 +136,7 @@ def _train_classifier(args: argparse.Namespace) -> int:
 
 
 def _standins(args: argparse.Namespace) -> int:
-    from bdia.standins import write_standins
+    from bdia.apps.standins import write_standins
 
     try:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -152,7 +151,7 @@ def _standins(args: argparse.Namespace) -> int:
 
 
 def _fid(args: argparse.Namespace) -> int:
-    from bdia.fid import FIDConfig, run_fid
+    from bdia.apps.fid import PROFILES, FIDConfig, run_fid
 
     cfg = FIDConfig(out_dir=args.out, profile=args.profile, methods=args.methods, budgets=args.calls,
                     num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, model=args.model,
@@ -163,7 +162,7 @@ def _fid(args: argparse.Namespace) -> int:
         print("\ninterrupted; rerun the same command to resume (finished shards are kept)", file=sys.stderr)
         return 130
     if rows:
-        kind = "digits, not CIFAR10" if cfg.profile == "ci" else "CIFAR10"
+        kind = PROFILES[cfg.profile].data
         weights = sorted({r["weights"] for r in rows} | {r["detector_weights"] for r in rows})
         print(f"profile: {cfg.profile} ({kind}), {cfg.num_samples} samples per row; weights: {', '.join(weights)}")
         for row in rows:
@@ -173,7 +172,7 @@ def _fid(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from bdia.bench import check_grid, run_benchmark, write_results
+    from bdia.apps.bench import check_grid, run_benchmark, write_results
 
     check_grid(models=args.models, methods=args.methods, dtypes=args.dtypes, step_counts=args.steps,
                repeats=args.repeats, out=args.out)
@@ -237,8 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     standins.add_argument("--seed", type=int, default=0)
     standins.set_defaults(func=_standins)
 
+    from bdia.apps.fid.profiles import PROFILES
+    from bdia.apps.suites import BENCH_DTYPES, BENCH_MODELS, DEFAULT_BENCH_MODELS, DEFAULT_METHODS, DEFAULT_STEPS
+
     fid = command("fid", help="FID per method and network-call budget (resumes after an interruption)")
-    fid.add_argument("--profile", choices=["ci", "paper"], default="ci")
+    fid.add_argument("--profile", choices=list(PROFILES), default="ci")
     fid.add_argument("--methods", nargs="+", type=_method,
                      default=["ddim", "bdia:gamma=0.5", "heun", "bdia-edm:gamma=0.1"],
                      help="methods with options, e.g. ddim bdia:gamma=0.5 edict:p=0.93")
@@ -261,17 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     fid.add_argument("--seed", type=int, default=0)
     fid.set_defaults(func=_fid)
 
-    from bdia.bench import DEFAULT_METHODS, MODELS
-
     bench = command("bench", help="cost and exactness of each method (calls, time ratios, memory, error)")
-    bench.add_argument("--models", nargs="+", default=["gmm2d", "digits-unet", "tiny-sd"],
-                       choices=MODELS, metavar="MODEL", help=" ".join(MODELS))
+    bench.add_argument("--models", nargs="+", default=list(DEFAULT_BENCH_MODELS),
+                       choices=BENCH_MODELS, metavar="MODEL", help=" ".join(BENCH_MODELS))
     bench.add_argument("--methods", nargs="+", type=_method, default=list(DEFAULT_METHODS),
                        help="method specs (method:option=value,...)")
     bench.add_argument("--dtypes", nargs="+", default=["float32", "float64"],
-                       choices=["float16", "bfloat16", "float32", "float64"], metavar="DTYPE",
-                       help="latent dtypes: float16 bfloat16 float32 float64")
-    bench.add_argument("--steps", nargs="+", type=_positive("--steps", 2), default=[10, 20, 50, 100])
+                       choices=BENCH_DTYPES, metavar="DTYPE", help="latent dtypes: " + " ".join(BENCH_DTYPES))
+    bench.add_argument("--steps", nargs="+", type=_positive("--steps", 2), default=list(DEFAULT_STEPS))
     bench.add_argument("--repeats", type=_positive("--repeats"), default=3)
     bench.add_argument("--device", type=_device, default="cpu")
     bench.add_argument("--network-dtype", default="float32",
@@ -296,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except (UsageError, ValueError, TypeError, OSError, ModuleNotFoundError) as error:
+    except UsageError as error:
         if os.environ.get("BDIA_DEBUG"):
             raise
         print(f"error: {error}", file=sys.stderr)

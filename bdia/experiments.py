@@ -1,7 +1,7 @@
 """Measurements shared by the book's chapters, the benchmark and the command line.
 
-A :class:`MethodSpec` names a method with its options (``"bdia:gamma=0.96"``); :func:`round_trip`
-inverts and reconstructs once and reports the error and the network calls of each half;
+:func:`round_trip` inverts and reconstructs once (a method given as a :class:`~bdia.methods.MethodSpec`
+or its text, ``"bdia:gamma=0.96"``) and reports the error and the network calls of each half;
 :func:`compare_network_inputs` checks whether reconstruction fed the network the same input bits as
 inversion did, which is what exactness needs from a network that runs in lower precision than the
 latents.
@@ -9,84 +9,19 @@ latents.
 
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from .errors import InvalidValueError
+from .methods import MethodSpec
 from .models import CountingModel, RecordingModel
+from .samplers import invert, sample
 from .steps import lattice_round
-from .samplers import METHODS, _resolve, invert, method_defaults, sample
 
-__all__ = ["MethodSpec", "RoundTrip", "round_trip", "relative_error", "parse_methods", "label_key",
-           "InputComparison", "compare_network_inputs", "join_names"]
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A method and its options, e.g. ``MethodSpec("bdia", {"gamma": 0.96})``; see :meth:`parse`."""
-
-    method: str
-    options: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; valid methods: {', '.join(METHODS)}")
-        unknown = set(self.options) - set(method_defaults(self.method))
-        if unknown:
-            raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))} for {self.method!r}; allowed: "
-                             f"{', '.join(sorted(method_defaults(self.method))) or 'none'}")
-        _resolve(self.method, self.options, inverting=False)  # values: gamma in [0, 1], p in (0, 1]
-
-    @classmethod
-    def parse(cls, text: str) -> "MethodSpec":
-        """``"bdia"``, ``"bdia:gamma=0.5"``, ``"edict:p=0.9,leapfrog=false"``."""
-        name, _, rest = text.strip().partition(":")
-        options = {}
-        for item in filter(None, rest.split(",")):
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"option {item!r} in {text!r} is not of the form key=value")
-            value = value.strip()
-            options[key.strip()] = value.lower() == "true" if value.lower() in ("true", "false") else float(value)
-        return cls(name.strip(), options)
-
-    @property
-    def label(self) -> str:
-        """A short human label: ``bdia (γ=0.96)``."""
-        if not self.options:
-            return self.method
-        names = {"gamma": "γ", "p": "p", "leapfrog": "leapfrog"}
-        return f"{self.method} (" + ", ".join(f"{names.get(k, k)}={v:g}" if isinstance(v, float) else f"{names.get(k, k)}={v}"
-                                              for k, v in self.options.items()) + ")"
-
-    def __str__(self) -> str:
-        opts = ",".join(f"{k}={v}" for k, v in self.options.items())
-        return f"{self.method}:{opts}" if opts else self.method
-
-
-def join_names(items, empty: str = "none") -> str:
-    """``"a, b and c"`` (for sentences the book computes from its numbers); ``empty`` for no items."""
-    items = [str(i) for i in items]
-    if not items:
-        return empty
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def label_key(label: str) -> str:
-    """A name-safe key for a :attr:`MethodSpec.label`: ``"bdia (γ=0.96)"`` -> ``"bdia_096"``,
-    ``"bdia (γ=1, lattice=True)"`` -> ``"bdia_1_lattice"`` (for glue keys)."""
-    key = label.replace(" (γ=", "_").replace(", lattice=True", "_lattice").replace(")", "").replace(".", "")
-    return re.sub(r"[^A-Za-z0-9_-]", "_", key)
-
-
-def parse_methods(texts) -> list[MethodSpec]:
-    """A list of :class:`MethodSpec` from strings (or a space/semicolon separated string)."""
-    if isinstance(texts, str):
-        texts = texts.replace(";", " ").split()
-    return [t if isinstance(t, MethodSpec) else MethodSpec.parse(t) for t in texts]
+__all__ = ["RoundTrip", "round_trip", "relative_error", "InputComparison", "compare_network_inputs"]
 
 
 def relative_error(estimate: Tensor, reference: Tensor) -> float:
@@ -138,12 +73,12 @@ def compare_network_inputs(inversion_inputs, reconstruction_inputs, dtype: torch
     for k, (t, z) in enumerate(reconstruction_inputs):
         candidates = by_t.get(float(t))
         if not candidates:
-            raise ValueError(f"reconstruction call {k} at t = {t:g} has no inversion call at that timestep to compare "
+            raise InvalidValueError(f"reconstruction call {k} at t = {t:g} has no inversion call at that timestep to compare "
                              "with; compare runs on the same grid")
         nearest = min(candidates, key=lambda c: (c.double() - z.double()).abs().max().item()
                       if c.shape == z.shape else float("inf"))
         if nearest.shape != z.shape:
-            raise ValueError(f"reconstruction call {k} has input shape {tuple(z.shape)}, the inversion calls at "
+            raise InvalidValueError(f"reconstruction call {k} has input shape {tuple(z.shape)}, the inversion calls at "
                              f"t = {t:g} have {[tuple(c.shape) for c in candidates]}")
         gap = (nearest.double() - z.double()).abs()
         ulps = gap / _ulp(z, dtype)

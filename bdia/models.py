@@ -1,7 +1,8 @@
 """Model conventions and small wrappers.
 
 A *model* is any callable ``model(z, t) -> eps``: a batch of states ``z`` and one timestep ``t``
-(a float or a 0-d tensor, in the schedule's units) to the predicted noise, the same shape as ``z``.
+(a float or a 0-d tensor, in the schedule's units) to the predicted noise, the same shape as ``z``. A
+model that predicts something else says so in its ``prediction`` attribute (:mod:`bdia.predictions`).
 An EDM *denoiser* is ``denoiser(x, sigma) -> x0_hat`` in EDM space (``alpha = 1``).
 """
 
@@ -25,6 +26,11 @@ class CountingModel:
     def __init__(self, model: EpsModel):
         self.model = model
         self.calls = 0
+
+    @property
+    def prediction(self):
+        """The wrapped model's :class:`~bdia.predictions.PredictionConfig` (None for a plain eps model)."""
+        return getattr(self.model, "prediction", None)
 
     def __call__(self, z: Tensor, t) -> Tensor:
         self.calls += 1

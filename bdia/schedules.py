@@ -25,10 +25,18 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["Level", "Schedule", "VPSchedule", "EDMSchedule", "karras_sigmas", "SPACINGS", "betas_from_config"]
+from .errors import InvalidTypeError, InvalidValueError
+
+__all__ = ["Level", "Schedule", "VPSchedule", "EDMSchedule", "karras_sigmas", "SPACINGS", "betas_from_config",
+           "STABLE_DIFFUSION_CONFIG"]
 
 #: Grid spacings a :class:`VPSchedule` understands; the first three follow diffusers' names.
 SPACINGS = ("trailing", "leading", "linspace", "karras")
+
+#: the scheduler config of Stable Diffusion 1.x / 2.x-base (as its repositories publish it)
+STABLE_DIFFUSION_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                               beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
+                               steps_offset=1, prediction_type="epsilon", timestep_spacing="leading")
 
 
 class Level(NamedTuple):
@@ -39,8 +47,8 @@ class Level(NamedTuple):
 
     @property
     def edm_sigma(self) -> float:
-        """The EDM-space noise level ``sigma / alpha``."""
-        return self.sigma / self.alpha
+        """The EDM-space noise level ``sigma / alpha`` (infinite where ``alpha = 0``)."""
+        return self.sigma / self.alpha if self.alpha else math.inf
 
 
 def karras_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> np.ndarray:
@@ -50,7 +58,7 @@ def karras_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 8
     """
     _check_num_steps(num_steps)
     if not 0 < sigma_min < sigma_max:
-        raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+        raise InvalidValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
     if num_steps == 1:
         return np.array([sigma_max], dtype=np.float64)
     ramp = np.linspace(0.0, 1.0, num_steps)
@@ -60,9 +68,9 @@ def karras_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 8
 
 def _check_num_steps(num_steps) -> None:
     if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
-        raise TypeError(f"num_steps must be an integer, got {num_steps!r}")
+        raise InvalidTypeError(f"num_steps must be an integer, got {num_steps!r}")
     if num_steps < 1:
-        raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+        raise InvalidValueError(f"num_steps must be at least 1, got {num_steps}")
 
 
 def betas_from_config(config) -> torch.Tensor:
@@ -86,10 +94,12 @@ def betas_from_config(config) -> torch.Tensor:
         abar = np.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
         betas = torch.from_numpy(np.minimum(1.0 - abar[1:] / abar[:-1], 0.999))
     else:
-        raise ValueError(f"beta_schedule {kind!r} is not supported; allowed: 'linear', 'scaled_linear', "
+        raise InvalidValueError(f"beta_schedule {kind!r} is not supported; allowed: 'linear', 'scaled_linear', "
                          "'squaredcos_cap_v2' or trained_betas")
     if betas.dim() != 1 or len(betas) < 2:
-        raise ValueError(f"need at least 2 betas, got shape {tuple(betas.shape)}")
+        raise InvalidValueError(f"need at least 2 betas, got shape {tuple(betas.shape)}")
+    if "num_train_timesteps" in cfg and len(betas) != n:
+        raise InvalidValueError(f"need {n} betas (num_train_timesteps), got {len(betas)}")
     if cfg.get("rescale_betas_zero_snr"):
         root = torch.cumprod(1.0 - betas, dim=0).sqrt()
         first, last = root[0].clone(), root[-1].clone()
@@ -98,7 +108,7 @@ def betas_from_config(config) -> torch.Tensor:
         betas = 1.0 - torch.cat([abar[:1], abar[1:] / abar[:-1]])
     if not torch.all(torch.isfinite(betas)) or not torch.all((betas > 0) & (betas <= 1)):
         bad = betas[~(torch.isfinite(betas) & (betas > 0) & (betas <= 1))]
-        raise ValueError(f"betas must lie in (0, 1]; this config gives values such as {bad[:3].tolist()} "
+        raise InvalidValueError(f"betas must lie in (0, 1]; this config gives values such as {bad[:3].tolist()} "
                          "(check beta_start, beta_end, beta_schedule and trained_betas)")
     return betas
 
@@ -128,8 +138,13 @@ class Schedule(ABC):
         return Level(float(self.alpha(t)), float(self.sigma(t)))
 
     def edm_sigma(self, t):
-        """EDM-space noise level ``sigma_t / alpha_t`` (zero at the data end)."""
-        return self.sigma(t) / self.alpha(t)
+        """EDM-space noise level ``sigma_t / alpha_t`` (zero at the data end, infinite where ``alpha_t = 0``)."""
+        alpha, sigma = self.alpha(t), self.sigma(t)
+        if torch.is_tensor(alpha):
+            return sigma / alpha
+        with np.errstate(divide="ignore"):
+            value = np.divide(sigma, alpha)
+        return float(value) if np.ndim(value) == 0 else value
 
     def init_noise_sigma(self, num_steps: int) -> float:
         """Standard deviation of ``z_{t_N}`` for unit-variance data: ``sqrt(alpha^2 + sigma^2)`` at ``t_N``.
@@ -148,7 +163,9 @@ class VPSchedule(Schedule):
     The data end is ``t = -1`` with ``abar = final_alpha_cumprod`` (1.0: clean data, ``sigma = 0``;
     diffusers' ``set_alpha_to_one=False`` uses ``abar_0`` instead). Between the integer knots
     ``log abar`` is interpolated linearly, so fractional timesteps are allowed and the map from
-    ``t`` to the EDM noise level is exactly invertible.
+    ``t`` to the EDM noise level is exactly invertible. The last entry may be 0 (zero terminal SNR,
+    Lin et al. 2024): there ``alpha = 0``, which a model that predicts eps cannot start from (see
+    :mod:`bdia.predictions`).
 
     ``spacing`` chooses the grid of :meth:`timesteps`:
 
@@ -171,17 +188,18 @@ class VPSchedule(Schedule):
     ):
         abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64).flatten().cpu()
         if abar.numel() < 2:
-            raise ValueError("alphas_cumprod needs at least 2 entries")
-        if not torch.all((abar > 0) & (abar < 1)):
-            raise ValueError("alphas_cumprod must lie strictly between 0 and 1")
+            raise InvalidValueError("alphas_cumprod needs at least 2 entries")
+        if not (torch.all(abar[:-1] > 0) and torch.all(abar < 1) and abar[-1] >= 0):
+            raise InvalidValueError("alphas_cumprod must lie strictly between 0 and 1 (the last entry may be 0: zero "
+                                    "terminal SNR)")
         if not torch.all(abar[1:] < abar[:-1]):
-            raise ValueError("alphas_cumprod must be strictly decreasing")
+            raise InvalidValueError("alphas_cumprod must be strictly decreasing")
         if not 0 < final_alpha_cumprod <= 1:
-            raise ValueError(f"final_alpha_cumprod must be in (0, 1], got {final_alpha_cumprod}")
+            raise InvalidValueError(f"final_alpha_cumprod must be in (0, 1], got {final_alpha_cumprod}")
         if final_alpha_cumprod < float(abar[0]):
-            raise ValueError("final_alpha_cumprod must be at least alphas_cumprod[0] (less noise than t = 0)")
+            raise InvalidValueError("final_alpha_cumprod must be at least alphas_cumprod[0] (less noise than t = 0)")
         if spacing not in SPACINGS:
-            raise ValueError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
+            raise InvalidValueError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
         self.alphas_cumprod = abar
         self.final_alpha_cumprod = float(final_alpha_cumprod)
         self.spacing = spacing
@@ -190,7 +208,8 @@ class VPSchedule(Schedule):
         self.num_train_timesteps = abar.numel()
         # knots t = -1, 0, ..., T-1 of log abar, interpolated linearly
         self._knots_t = np.arange(-1, self.num_train_timesteps, dtype=np.float64)
-        self._knots_log_abar = np.concatenate([[math.log(final_alpha_cumprod)], np.log(abar.numpy())])
+        with np.errstate(divide="ignore"):  # log 0 = -inf at a zero-SNR end: alpha = 0 there
+            self._knots_log_abar = np.concatenate([[math.log(final_alpha_cumprod)], np.log(abar.numpy())])
 
     # -- constructors -------------------------------------------------------------------------
     @classmethod
@@ -214,9 +233,12 @@ class VPSchedule(Schedule):
         return cls.from_betas(betas, **kwargs)
 
     @classmethod
-    def stable_diffusion(cls, **kwargs) -> "VPSchedule":
-        """Stable Diffusion 1.x / 2.x-base: ``scaled_linear`` 0.00085 -> 0.012 over 1000 steps."""
-        return cls.scaled_linear(0.00085, 0.012, 1000, **kwargs)
+    def stable_diffusion(cls) -> "VPSchedule":
+        """What Stable Diffusion 1.x / 2.x-base's scheduler config gives (:data:`STABLE_DIFFUSION_CONFIG`):
+        ``scaled_linear`` 0.00085 -> 0.012 over 1000 steps on the ``leading`` grid with ``steps_offset=1``, ending
+        at ``abar_0`` (``set_alpha_to_one=False``). :meth:`scaled_linear` gives the same betas on the trailing grid
+        that ends at clean data."""
+        return cls.from_diffusers_config(STABLE_DIFFUSION_CONFIG)
 
     @classmethod
     def ddpm(cls, **kwargs) -> "VPSchedule":
@@ -225,17 +247,14 @@ class VPSchedule(Schedule):
 
     @classmethod
     def from_diffusers_config(cls, config) -> "VPSchedule":
-        """The schedule a diffusers DDIM-style scheduler config describes (betas, spacing, offset, final alpha)."""
+        """The schedule a diffusers DDIM-style scheduler config describes: its betas (:func:`betas_from_config`,
+        zero terminal SNR included), ``timestep_spacing``, ``steps_offset`` and ``set_alpha_to_one``."""
         cfg = dict(config)
         abar = torch.cumprod(1.0 - betas_from_config(cfg), dim=0)
-        if cfg.get("rescale_betas_zero_snr"):
-            raise ValueError("rescale_betas_zero_snr sets alpha = 0 at the last timestep, where sigma / alpha (the EDM "
-                             "noise level the samplers integrate in) is infinite; bdia's samplers need a schedule with "
-                             "alpha > 0 (BDIAScheduler takes this config in diffusers pipelines)")
         final = 1.0 if cfg.get("set_alpha_to_one", True) else float(abar[0])
         spacing = cfg.get("timestep_spacing", "leading")
         if spacing not in ("leading", "trailing", "linspace"):
-            raise ValueError(f"timestep_spacing {spacing!r} is not supported; allowed: leading, trailing, linspace")
+            raise InvalidValueError(f"timestep_spacing {spacing!r} is not supported; allowed: leading, trailing, linspace")
         kind = "trained" if cfg.get("trained_betas") is not None else cfg.get("beta_schedule", "linear")
         return cls(abar, final_alpha_cumprod=final, spacing=spacing, steps_offset=int(cfg.get("steps_offset", 0)),
                    name=f"{kind}({cfg.get('beta_start', 1e-4)}, {cfg.get('beta_end', 0.02)})")
@@ -250,7 +269,7 @@ class VPSchedule(Schedule):
         t_arr = np.asarray(t.detach().cpu().numpy() if torch.is_tensor(t) else t, dtype=np.float64)
         lo, hi = self._knots_t[0], self._knots_t[-1]
         if np.any(~np.isfinite(t_arr)) or np.any(t_arr < lo - 1e-9) or np.any(t_arr > hi + 1e-9):
-            raise ValueError(f"timestep {t} outside this schedule's range [-1, {self.num_train_timesteps - 1}]")
+            raise InvalidValueError(f"timestep {t} outside this schedule's range [-1, {self.num_train_timesteps - 1}]")
         return np.interp(t_arr, self._knots_t, self._knots_log_abar)
 
     def _wrap(self, t, value: np.ndarray):
@@ -270,7 +289,7 @@ class VPSchedule(Schedule):
         lo = math.sqrt(1.0 / self.final_alpha_cumprod - 1.0)
         hi = math.sqrt(math.expm1(-self._knots_log_abar[-1]))
         if np.any(~np.isfinite(s)) or np.any(s < lo * (1 - 1e-12)) or np.any(s > hi * (1 + 1e-12)):
-            raise ValueError(f"EDM sigma {edm_sigma} outside this schedule's range [{lo:.4g}, {hi:.4g}]")
+            raise InvalidValueError(f"EDM sigma {edm_sigma} outside this schedule's range [{lo:.4g}, {hi:.4g}]")
         log_abar = -np.log1p(s * s)  # abar = 1 / (1 + s^2)
         # log abar is piecewise linear and decreasing in t: invert on the reversed knots
         t = np.interp(log_abar, self._knots_log_abar[::-1], self._knots_t[::-1])
@@ -287,7 +306,7 @@ class VPSchedule(Schedule):
             calls[0], calls[-1] = min(calls[0], T - 1.0), max(calls[-1], 0.0)
         else:
             if num_steps > T:
-                raise ValueError(f"num_steps={num_steps} exceeds the schedule's {T} training timesteps")
+                raise InvalidValueError(f"num_steps={num_steps} exceeds the schedule's {T} training timesteps")
             if self.spacing == "trailing":
                 calls = np.round(np.arange(T, 0, -T / num_steps)) - 1
             elif self.spacing == "leading":
@@ -297,7 +316,7 @@ class VPSchedule(Schedule):
             calls = np.clip(calls, 0, T - 1)
         grid = np.concatenate([np.asarray(calls, dtype=np.float64), [-1.0]])
         if not np.all(np.diff(grid) < 0):
-            raise ValueError(f"{self.spacing} spacing gives repeated timesteps for num_steps={num_steps}; use fewer steps")
+            raise InvalidValueError(f"{self.spacing} spacing gives repeated timesteps for num_steps={num_steps}; use fewer steps")
         return torch.from_numpy(grid.copy())
 
     def __repr__(self) -> str:
@@ -310,7 +329,7 @@ class EDMSchedule(Schedule):
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0):
         if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+            raise InvalidValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
 
     def alpha(self, t):

@@ -15,7 +15,7 @@ settings.register_profile("thorough", deadline=None, max_examples=300, suppress_
 settings.load_profile(os.environ.get("BDIA_HYPOTHESIS_PROFILE", "default"))
 
 SCHEDULES = {
-    "sd": bdia.VPSchedule.stable_diffusion,
+    "sd": bdia.VPSchedule.scaled_linear,
     "ddpm": bdia.VPSchedule.ddpm,
     "edm": bdia.EDMSchedule,
 }
@@ -37,7 +37,7 @@ def schedule(request):
 
 @pytest.fixture
 def sd_schedule():
-    return bdia.VPSchedule.stable_diffusion()
+    return bdia.VPSchedule.scaled_linear()
 
 
 @pytest.fixture(scope="module")

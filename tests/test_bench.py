@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from bdia import bench
+from bdia.apps import bench
 from bdia.__main__ import main
 from bdia.schedules import VPSchedule
 
@@ -67,7 +67,7 @@ class SleepyModel:
 def sleepy(monkeypatch):
     from bdia.toy import two_moons_mixture
 
-    schedule = VPSchedule.stable_diffusion()
+    schedule = VPSchedule.scaled_linear()
     mixture = two_moons_mixture()
     model = SleepyModel(mixture.eps_model(schedule), per_call=0.02, first=0.5)  # the sleep dominates the arithmetic
     fake = bench.BenchModel("gmm2d", model, mixture.sample(8), schedule, "sleepy", "exact model")

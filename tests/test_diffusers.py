@@ -6,8 +6,8 @@ import torch
 import bdia
 
 pytest.importorskip("diffusers")
-from bdia.diffusers import (BDIAScheduler, ModelNotAvailableError, StableDiffusionEpsModel, UNetEpsModel,  # noqa: E402
-                            edit_image, encode_image, invert_image, load_pipeline, load_unet,
+from bdia.diffusers import (BDIAEditPipeline, BDIAScheduler, ModelNotAvailableError,  # noqa: E402
+                            StableDiffusionEpsModel, UNetEpsModel, encode_image, load_pipeline, load_unet,
                             schedule_from_scheduler, tiny_stable_diffusion)
 from bdia.experiments import relative_error  # noqa: E402
 
@@ -27,16 +27,28 @@ def test_latent_round_trip_through_stable_diffusion(pipe, cat, guidance, dtype, 
     assert errors[("ddim", None)] > 100 * tol and errors[("ddim", None)] > 1e-4
 
 
-def test_edit_image_reconstructs_with_the_source_prompt_and_changes_with_another(pipe, cat):
-    same = edit_image(pipe, cat, "a cat", "a cat", num_steps=10, strength=0.8, guidance_scale=3.0, gamma=0.96)
-    assert relative_error(same.latent, same.source_latent) < 1e-10
-    assert (same.invert_calls, same.regenerate_calls) == (8, 7)
-    other = edit_image(pipe, cat, "a cat", "a tiger", num_steps=10, strength=0.8, guidance_scale=3.0, gamma=0.96)
-    assert relative_error(other.latent, other.source_latent) > 1e-3
-    assert other.images[0].size == (32, 32)
+def edit(pipe, image, source_prompt, target_prompt, **options):
+    """Invert under the source prompt, regenerate under the target: (latent, images, invert calls, regenerate calls)."""
+    edit_pipe = BDIAEditPipeline.from_pipe(pipe)
+    edit_pipe.set_progress_bar_config(disable=True)
+    state = edit_pipe.invert(image, source_prompt, **options)
+    invert_calls = edit_pipe.num_network_calls
+    latent = edit_pipe(target_prompt, inversion=state, output_type="latent").images
+    return latent, edit_pipe.decode(latent), invert_calls, edit_pipe.num_network_calls
+
+
+def test_editing_reconstructs_with_the_source_prompt_and_changes_with_another(pipe, cat):
+    options = dict(num_inference_steps=10, strength=0.8, guidance_scale=3.0, gamma=0.96)
+    source_latent = encode_image(pipe, cat)
+    latent, _, invert_calls, regenerate_calls = edit(pipe, cat, "a cat", "a cat", **options)
+    assert relative_error(latent, source_latent) < 1e-10
+    assert (invert_calls, regenerate_calls) == (8, 7)
+    other, images, _, _ = edit(pipe, cat, "a cat", "a tiger", **options)
+    assert relative_error(other, source_latent) > 1e-3
+    assert images[0].size == (32, 32)
     # same seeds, same images
-    again = edit_image(pipe, cat, "a cat", "a tiger", num_steps=10, strength=0.8, guidance_scale=3.0, gamma=0.96)
-    assert torch.equal(again.latent, other.latent)
+    again, _, _, _ = edit(pipe, cat, "a cat", "a tiger", **options)
+    assert torch.equal(again, other)
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0])
@@ -84,7 +96,7 @@ def test_bad_inputs(pipe, cat, tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="no image file"):
         encode_image(pipe, tmp_path / "missing.png")
     with pytest.raises(ValueError, match=r"gamma must be in \[0, 1\]"):
-        edit_image(pipe, cat, "a cat", "a dog", num_steps=10, gamma=1.5)
+        edit(pipe, cat, "a cat", "a dog", num_inference_steps=10, gamma=1.5)
     v_pipe = tiny_stable_diffusion(prediction_type="v_prediction")
     with pytest.raises(ValueError, match="v-prediction model .* allow_v_prediction=True"):
         StableDiffusionEpsModel(v_pipe, "a cat")

@@ -93,7 +93,7 @@ def test_diffusers_adapter_inputs():
 def test_fid_and_bench_inputs(tmp_path):
     import pickle
 
-    from bdia import bench, fid
+    from bdia.apps import bench, fid
 
     with pytest.raises(ValueError, match="num_samples must be an integer >= 2"):
         fid.FIDConfig(out_dir=tmp_path, num_samples=1)
@@ -111,5 +111,5 @@ def test_fid_and_bench_inputs(tmp_path):
     with open(tmp_path / "edm.pkl", "wb") as f:
         pickle.dump({"ema": FakeEDM()}, f)
     with pytest.raises(ValueError, match=r"the EDM model makes \(3, 8, 8\) images, the DDPM \(3, 16, 16\)"):
-        fid._Profile(fid.FIDConfig(out_dir=tmp_path / "o", profile="paper", model=str(tmp_path / "unet"),
+        fid.FIDSetup(fid.FIDConfig(out_dir=tmp_path / "o", profile="paper", model=str(tmp_path / "unet"),
                                    edm_model=str(tmp_path / "edm.pkl")))

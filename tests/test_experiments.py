@@ -5,7 +5,9 @@ import pytest
 import torch
 
 import bdia
-from bdia.experiments import MethodSpec, label_key, parse_methods, relative_error, round_trip
+from bdia.apps.book import label_key
+from bdia.experiments import relative_error, round_trip
+from bdia.methods import MethodSpec, parse_methods
 from conftest import make_mixture
 
 

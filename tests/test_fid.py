@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import bdia
-from bdia import fid, standins
+from bdia.apps import fid, standins
+from bdia.apps.files import code_digest
 from bdia.__main__ import main
 
 pytest.importorskip("diffusers")
@@ -128,10 +129,10 @@ def test_a_shard_copied_in_from_another_method_or_budget_is_never_scored(finishe
 def test_scoring_refuses_a_shard_damaged_after_sampling(finished, tiny_digits_unet):
     cfg, _ = finished
     shard = shard_files(cfg.out_dir)[0]
-    profile = fid._Profile(cfg)
+    profile = fid.FIDSetup(cfg)
     shard.write_bytes(b"not a shard")
     with pytest.raises(fid.ShardError, match="unreadable"):
-        fid._score(cfg, profile, {"mu": np.zeros(64), "sigma": np.eye(64)}, {"reference": "x"}, {}, fid._code_version())
+        fid.score_shards(cfg, profile, {"mu": np.zeros(64), "sigma": np.eye(64)}, {"reference": "x"}, {}, code_digest())
 
 
 def test_shards_are_flushed_to_disk_before_they_are_renamed(tmp_path, monkeypatch):
@@ -139,7 +140,7 @@ def test_shards_are_flushed_to_disk_before_they_are_renamed(tmp_path, monkeypatc
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
     monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
-    fid._write_shard(tmp_path / "s" / "shard.safetensors", torch.zeros(2, 1, 8, 8, dtype=torch.uint8), {"x": "1"})
+    fid.write_shard(tmp_path / "s" / "shard.safetensors", torch.zeros(2, 1, 8, 8, dtype=torch.uint8), {"x": "1"})
     assert events[:2] == ["fsync", "replace"] and events.count("fsync") == 2  # the file, then its folder
 
 
@@ -158,7 +159,7 @@ def test_the_manifest_records_the_edm_checkpoint_by_content(tmp_path, tiny_digit
 
 
 def test_the_ci_features_are_the_shipped_classifier_whatever_the_thread_count(tiny_digits_unet, tmp_path):
-    from bdia import digits
+    from bdia.apps import digits
 
     detector = fid.digit_detector()
     model, accuracy = digits.load_classifier()
@@ -241,17 +242,17 @@ def test_feature_statistics_and_frechet_distance_against_numpy():
 
 
 def test_budgets_to_steps():
-    assert [fid.steps_for_budget(m, 10) for m in ("ddim", "bdia", "obelm", "edict", "heun", "bdia-edm")] == \
+    assert [bdia.get_method(m).steps_for_budget(10) for m in ("ddim", "bdia", "obelm", "edict", "heun", "bdia-edm")] == \
         [10, 10, 10, 5, 5, 5]
     with pytest.raises(ValueError, match="too small for 'bdia'"):
-        fid.steps_for_budget("bdia", 1)
+        bdia.get_method("bdia").steps_for_budget(1)
     with pytest.raises(ValueError, match="unknown profile 'cifar'"):
         fid.FIDConfig(out_dir="x", profile="cifar")
 
 
 @pytest.fixture
 def detector_file(tmp_path):
-    path = standins._write_detector(tmp_path / "torch" / "hub" / "checkpoints", seed=0)
+    path = standins.write_detector(tmp_path / "torch" / "hub" / "checkpoints", seed=0)
     return path
 
 
@@ -282,7 +283,7 @@ def test_detector_errors(tmp_path, monkeypatch):
 
 def test_references_as_statistics_file_and_image_folder(tmp_path, detector_file):
     detector = fid.load_detector(detector_file)
-    standins._write_reference(tmp_path / "ref", seed=0, count=12)
+    standins.write_reference(tmp_path / "ref", seed=0, count=12)
     stats, description = fid.reference_stats(tmp_path / "ref", detector, cache_dir=tmp_path / "cache")
     assert description["kind"] == "image folder" and description["weights"] == standins.STANDIN_LABEL
     assert stats["mu"].shape == (2048,) and len(list((tmp_path / "cache").glob("*.npz"))) == 1
@@ -317,19 +318,19 @@ def test_paper_profile_checks_everything_before_sampling(tmp_path, monkeypatch):
                         num_samples=4, batch_size=4, progress=False)
     with pytest.raises(FileNotFoundError, match="FID detector is not on this machine"):
         fid.run_fid(cfg, on_shard=lambda *a: sampled.append(a))
-    standins._write_detector(tmp_path / "no-torch-home" / "hub" / "checkpoints", seed=0)
+    standins.write_detector(tmp_path / "no-torch-home" / "hub" / "checkpoints", seed=0)
     monkeypatch.setenv("BDIA_CACHE", str(tmp_path / "cache"))
     with pytest.raises((OSError, ModuleNotFoundError), match="uoft-cs/cifar10"):
         fid.run_fid(cfg, on_shard=lambda *a: sampled.append(a))
     assert sampled == []  # nothing was sampled before the missing pieces were found
-    standins._write_reference(tmp_path / "ref", seed=1, count=8)
-    rows = fid.run_fid(fid.FIDConfig(**{**fid._config_record(cfg), "out_dir": tmp_path / "out2",
+    standins.write_reference(tmp_path / "ref", seed=1, count=8)
+    rows = fid.run_fid(fid.FIDConfig(**{**fid.config_record(cfg), "out_dir": tmp_path / "out2",
                                         "methods": ["ddim"], "reference": str(tmp_path / "ref")}))
     assert np.isfinite(rows[0]["fid"]) and rows[0]["detector_weights"] == standins.STANDIN_LABEL
     # a resumed run with another detector is refused
-    standins._write_detector(tmp_path / "no-torch-home" / "hub" / "checkpoints", seed=5)
+    standins.write_detector(tmp_path / "no-torch-home" / "hub" / "checkpoints", seed=5)
     with pytest.raises(fid.ManifestMismatchError, match="detector"):
-        fid.run_fid(fid.FIDConfig(**{**fid._config_record(cfg), "out_dir": tmp_path / "out2",
+        fid.run_fid(fid.FIDConfig(**{**fid.config_record(cfg), "out_dir": tmp_path / "out2",
                                      "methods": ["ddim"], "reference": str(tmp_path / "ref")}))
 
 
@@ -365,14 +366,14 @@ def test_paper_profile_runs_edm_methods_on_an_edm_checkpoint(tmp_path, detector_
                 up_block_types=("UpBlock2D", "UpBlock2D")).save_pretrained(tmp_path / "unet")
     with open(tmp_path / "edm.pkl", "wb") as f:
         pickle.dump({"ema": FakeEDM()}, f)
-    profile = fid._Profile(fid.FIDConfig(out_dir=tmp_path / "out", profile="paper", model=str(tmp_path / "unet"),
+    profile = fid.FIDSetup(fid.FIDConfig(out_dir=tmp_path / "out", profile="paper", model=str(tmp_path / "unet"),
                                          edm_model=str(tmp_path / "edm.pkl")))
-    eps_model, schedule = profile.model_for(fid.MethodSpec("heun"))
+    eps_model, schedule = profile.model_for(bdia.MethodSpec("heun"))
     assert isinstance(schedule, bdia.EDMSchedule) and schedule.timesteps(5)[0] == 80.0
     x = torch.randn(2, 3, 8, 8)
     # eps = (x - D(x)) / sigma for a denoiser D(x) = x / (1 + sigma^2)
     torch.testing.assert_close(eps_model(x, 2.0), (x - x / 5) / 2)
-    assert profile.model_for(fid.MethodSpec("ddim"))[0] is profile.eps_model
+    assert profile.model_for(bdia.MethodSpec("ddim"))[0] is profile.eps_model
     with pytest.raises(OSError, match="no EDM checkpoint"):
         fid.load_edm_denoiser(tmp_path / "missing.pkl")
     (tmp_path / "junk.pkl").write_bytes(b"\x80\x04junk")

@@ -34,7 +34,7 @@ def test_the_bound_covers_every_method_from_its_own_coefficients():
     # O-BELM's inverse divides by (h_i / h_{i+1})^2 on every step: on a coarse Karras grid the product is huge
     obelm = bdia.rounding_amplification("obelm", 5, schedule=edm, num_steps=5)
     assert obelm > 1e5
-    assert bdia.rounding_amplification("obelm", 50, schedule=bdia.VPSchedule.stable_diffusion(), num_steps=50) < 10
+    assert bdia.rounding_amplification("obelm", 50, schedule=bdia.VPSchedule.scaled_linear(), num_steps=50) < 10
     assert bdia.rounding_amplification("edict", 50, p=0.93) == pytest.approx(0.93 ** (-2 * 50), rel=1e-12)
     assert bdia.rounding_amplification("ddim", 50) == 1.0
     with pytest.raises(TypeError, match="pass schedule= and num_steps="):
@@ -132,7 +132,7 @@ def test_an_edm_model_that_is_not_a_checkpoint(tmp_path, capsys):
 
 
 def test_train_commands_do_not_overwrite_the_shipped_weights(capsys):
-    from bdia.digits import shipped_classifier_path, shipped_model_path
+    from bdia.apps.digits import shipped_classifier_path, shipped_model_path
 
     assert main(["train-digits", "--out", str(shipped_model_path()), "--steps", "1"]) == 2
     assert "--overwrite-shipped" in capsys.readouterr().err
@@ -147,7 +147,7 @@ def test_train_commands_do_not_overwrite_the_shipped_weights(capsys):
 def test_ctrl_c_during_fid_exits_130_and_says_how_to_resume(tmp_path):
     code = ("import signal, threading, sys\n"
             "from bdia.__main__ import main\n"
-            "import bdia.fid as fid\n"
+            "import bdia.apps.fid.run as fid\n"
             "real = fid.sample\n"
             "def interrupted(*a, **k):\n"
             "    raise KeyboardInterrupt\n"

@@ -50,7 +50,7 @@ def test_bdia_edm_on_edm_schedule_is_bit_exact():
     state = bdia.invert(model, x0, schedule, 10, "bdia-edm", lattice=2.0**-30)
     assert torch.equal(bdia.sample(model, state, schedule, 10, "bdia-edm"), x0)
     with pytest.raises(ValueError, match="needs a schedule with alpha = 1"):
-        bdia.invert(model, x0, bdia.VPSchedule.stable_diffusion(), 10, "bdia-edm", lattice=True)
+        bdia.invert(model, x0, bdia.VPSchedule.scaled_linear(), 10, "bdia-edm", lattice=True)
 
 
 def test_the_input_is_rounded_onto_the_lattice_and_reported(sd_schedule):
@@ -85,7 +85,7 @@ def test_sampling_accuracy_is_unchanged_by_the_lattice(sd_schedule):
 @pytest.fixture(scope="module")
 def digits_unet():
     from bdia.diffusers import load_unet
-    from bdia.digits import shipped_model_path
+    from bdia.apps.digits import shipped_model_path
 
     return load_unet(shipped_model_path())
 
@@ -94,7 +94,7 @@ def digits_unet():
 @pytest.mark.parametrize("network", NETWORK_DTYPES)
 def test_digits_unet_round_trip_is_bit_exact(digits_unet, latents, network):
     from bdia.diffusers import UNetEpsModel, network_copy
-    from bdia.digits import NULL_CLASS, load_digits_images
+    from bdia.apps.digits import NULL_CLASS, load_digits_images
 
     images, labels = load_digits_images()
     x0 = images[labels == 3][:8].to(latents)  # multiples of 1/8: already on the lattice
@@ -166,10 +166,25 @@ def test_lattice_refusals(sd_schedule):
 
 
 def test_a_gpu_without_deterministic_kernels_is_warned_about(sd_schedule, monkeypatch):
-    from bdia import samplers
-
     model = make_mixture(2).eps_model(sd_schedule)
     x0 = make_mixture(2).sample(4)
-    monkeypatch.setattr(samplers, "_nondeterministic_kernels", lambda z: True)
+    monkeypatch.setattr(bdia.exactness, "nondeterministic_kernels", lambda z: True)
     with pytest.warns(bdia.ExactnessWarning, match="use_deterministic_algorithms"):
         bdia.invert(model, x0, sd_schedule, 5, "bdia", lattice=True)
+
+
+def test_the_readme_recipe_lattice_true_in_both_calls(sd_schedule, pipe, cat):
+    """A requested option and its resolved value compare equal: lattice=True in the reconstruction means the
+    spacing the inversion chose for the same dtype."""
+    mixture = make_mixture(2)
+    model, x0 = mixture.eps_model(sd_schedule), mixture.sample(16)
+    state = bdia.invert(model, x0, sd_schedule, 20, "bdia", lattice=True)
+    again = bdia.sample(model, state, sd_schedule, 20, "bdia", lattice=True)
+    assert torch.equal(again, lattice_round(x0, state.options["lattice"]))
+    from bdia.diffusers import BDIAEditPipeline, encode_image
+
+    edit = BDIAEditPipeline.from_pipe(pipe)
+    edit.set_progress_bar_config(disable=True)
+    state = edit.invert(cat, "a cat", 10, guidance_scale=3.0, lattice=True)
+    rec = edit(inversion=state, output_type="latent", lattice=True).images
+    assert torch.equal(rec, lattice_round(encode_image(pipe, cat), state.options["lattice"]))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bdia.standins import STANDIN_LABEL
+from bdia.apps.standins import STANDIN_LABEL
 from test_book import glued, printed
 
 DRYRUN = Path(__file__).resolve().parent.parent / "_build" / "paper-dryrun"

@@ -90,14 +90,14 @@ def test_compare_network_inputs_counts_flips_in_the_network_dtype():
 def digits_unet():
     pytest.importorskip("diffusers")
     from bdia.diffusers import load_unet
-    from bdia.digits import shipped_model_path
+    from bdia.apps.digits import shipped_model_path
 
     return load_unet(shipped_model_path())
 
 
 def test_the_trained_digits_network_sees_the_same_bits_with_bdia_and_not_with_edict(digits_unet):
     from bdia.diffusers import UNetEpsModel
-    from bdia.digits import NULL_CLASS, load_digits_images
+    from bdia.apps.digits import NULL_CLASS, load_digits_images
 
     images, labels = load_digits_images()
     sources = images[labels == 3][:12].double()

@@ -101,7 +101,7 @@ def test_partial_inversion_round_trip(sd_schedule, method):
 def test_round_trip_on_the_gpu_when_there_is_one():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine")
-    schedule = bdia.VPSchedule.stable_diffusion()
+    schedule = bdia.VPSchedule.scaled_linear()
     mixture = make_mixture(16)
     model = mixture.eps_model(schedule)
     x0 = mixture.sample(32).cuda()

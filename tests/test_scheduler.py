@@ -165,7 +165,7 @@ def test_a_run_that_starts_mid_grid_takes_a_ddim_step_then_bdia():
     # the BDIA update (eq. 29) with z from the first step as z_{i+1}, from bdia.steps
     schedule = schedule_from_scheduler(ours)
     lv = [schedule.level(float(t)) for t in (t0, t1, ours.timesteps[start + 2])]
-    x0, eps = ours._predict(dummy_model(first, t1), first, lv[1], False)
+    x0, eps = bdia.PredictionConfig.from_scheduler_config(ours.config).convert(dummy_model(first, t1), first, lv[1])
     torch.testing.assert_close(second, bdia.steps.bdia_from_prediction(z, x0, eps, lv[0], lv[2], 0.5))
     assert not torch.allclose(second, ddim.step(dummy_model(first, t1), t1, first).prev_sample)
 
@@ -350,3 +350,91 @@ def test_scheduler_lattice_round_trip_is_bit_exact():
     assert torch.equal(z, x0)
     with pytest.raises(ValueError, match="lattice needs gamma = 1"):
         BDIAScheduler(gamma=0.5, lattice=True)
+
+
+# -- the architecture's second edition: the scheduler calls the core for every number ------------------------------
+def test_the_inverse_scheduler_starts_at_any_timestep_as_ddim_inverse_does():
+    """diffusers' DDIMInverseScheduler tests call step(t) on a fresh scheduler at t = 1, 10, 49 (off the grid) and
+    on the grid; a step that does not continue a previous one is exactly DDIM inversion (eq. 10), and one that
+    continues it is the exact inverse update."""
+    config = {**BASE, "clip_sample": True}
+    z = sample_deter(torch.float32)
+    for t in (1, 10, 49, 0, 20, 980):
+        ours, theirs = BDIAInverseScheduler(**config), DDIMInverseScheduler(**config)
+        ours.set_timesteps(50)
+        theirs.set_timesteps(50)
+        torch.testing.assert_close(ours.step(0.1 * z, t, z).prev_sample, theirs.step(0.1 * z, t, z).prev_sample,
+                                   rtol=1e-5, atol=1e-6)
+    # a loop that starts mid-grid: the seed to t_3 (from t_2), then the exact update at t_3 from (z at t_2, z at t_3)
+    ours = BDIAInverseScheduler(**config, gamma=0.9)
+    ours.set_timesteps(10)
+    grid = ours.timesteps.tolist()[1:]  # t_1, ..., t_9
+    z2 = sample_deter()
+    z3 = ours.step(dummy_model(z2, grid[2]), grid[2], z2).prev_sample
+    z4 = ours.step(dummy_model(z3, grid[2]), grid[2], z3).prev_sample
+    schedule = ours.schedule
+    x0, eps = bdia.PredictionConfig.from_scheduler_config(ours.config).convert(
+        dummy_model(z3, grid[2]), z3, schedule.level(grid[2]))
+    expected = bdia.steps.bdia_inverse_from_prediction(z2, x0, eps, schedule.level(grid[3]),
+                                                       schedule.level(grid[1]), 0.9)
+    torch.testing.assert_close(z4, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: ",".join(c) or "default")
+def test_the_schedulers_grids_and_lattice_are_the_cores(config):
+    cfg = {**BASE, **config}
+    ours = BDIAInverseScheduler(**cfg, lattice=True)
+    schedule = bdia.VPSchedule.from_diffusers_config(cfg)
+    for n in (7, 10, 50):
+        ours.set_timesteps(n)
+        assert ours.timesteps.tolist()[1:] == schedule.timesteps(n)[1:-1].flip(0).tolist()
+        assert ours.timesteps[0] == schedule.timesteps(n)[-2]
+    z = sample_deter()
+    for t in ours.timesteps:
+        z = ours.step(dummy_model(z, t), t, z).prev_sample
+    assert ours.inversion_state().options["lattice"] == bdia.default_lattice(torch.float64, schedule, 50)
+
+
+def test_the_pipeline_clips_as_its_scheduler_config_says_and_stays_exact(pipe, cat):
+    clipped = BDIAEditPipeline.from_pipe(pipe)
+    # set after construction: StableDiffusionPipeline turns clip_sample off in the scheduler it is given
+    clipped.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=True, clip_sample_range=0.5)
+    assert clipped.scheduler.config.clip_sample and not pipe.scheduler.config.clip_sample
+    plain = BDIAEditPipeline.from_pipe(pipe)
+    for edit in (clipped, plain):
+        edit.set_progress_bar_config(disable=True)
+    source = encode_image(pipe, cat)
+    for method, options in (("bdia", {"gamma": 0.96}), ("obelm", {})):
+        state = clipped.invert(cat, "a cat", 10, guidance_scale=3.0, method=method, **options)
+        rec = clipped(inversion=state, output_type="latent").images
+        assert relative_error(rec, source) < 1e-10, method
+    # EDICT's half-step would transform its state through the clip: refused, not silently inexact
+    with pytest.raises(ValueError, match="'edict' cannot use a model whose x0 prediction is clipped"):
+        clipped.invert(cat, "a cat", 10, guidance_scale=3.0, method="edict")
+    state = clipped.invert(cat, "a cat", 10, guidance_scale=3.0)
+    assert not torch.allclose(clipped("a tiger", inversion=state, output_type="latent").images,
+                              plain("a tiger", inversion=plain.invert(cat, "a cat", 10, guidance_scale=3.0),
+                                    output_type="latent").images)
+
+
+@pytest.mark.parametrize("num_steps, strength", [(10, 0.75), (50, 0.58), (20, 0.8), (7, 0.5)])
+def test_a_strength_means_the_same_grid_as_in_diffusers_img2img(pipe, cat, num_steps, strength):
+    img2img = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False)
+    img2img.scheduler.set_timesteps(num_steps)
+    timesteps, steps = img2img.get_timesteps(num_steps, strength, "cpu")
+    edit = BDIAEditPipeline.from_pipe(pipe)
+    edit.set_progress_bar_config(disable=True)
+    state = edit.invert(cat, "a cat", num_steps, strength=strength, method="ddim")
+    assert state.num_inverted_steps == steps == int(strength * num_steps)
+    assert state.timesteps[:-1].tolist() == timesteps.double().tolist()
+
+
+def test_from_pipe_keeps_the_dtype_and_prints_no_cast_notice(pipe, capfd):
+    half = type(pipe)(**{**pipe.components, "unet": network_copy(pipe.unet, torch.float16)},
+                      requires_safety_checker=False)
+    capfd.readouterr()
+    edit = BDIAEditPipeline.from_pipe(half)
+    assert edit.unet.dtype == torch.float16 and edit.unet is half.unet and edit.vae is pipe.vae
+    assert "kept in float32" not in "".join(capfd.readouterr())
+    with pytest.raises(TypeError, match="unknown argument"):
+        BDIAEditPipeline.from_pipe(pipe, colour="red")

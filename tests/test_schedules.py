@@ -14,7 +14,7 @@ def test_stable_diffusion_and_ddpm_match_diffusers():
     diffusers = pytest.importorskip("diffusers")
     sd = diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
     ddpm = diffusers.DDIMScheduler(beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
-    for ours, theirs in [(bdia.VPSchedule.stable_diffusion(), sd), (bdia.VPSchedule.ddpm(), ddpm)]:
+    for ours, theirs in [(bdia.VPSchedule.scaled_linear(), sd), (bdia.VPSchedule.ddpm(), ddpm)]:
         t = torch.arange(1000, dtype=torch.float64)
         np.testing.assert_allclose(ours.alpha(t) ** 2, theirs.alphas_cumprod.double(), rtol=1e-6)
 
@@ -33,7 +33,7 @@ def test_grids_match_diffusers_timesteps(spacing, num_steps):
     assert grid[-1] == -1 and ours.level(-1).alpha ** 2 == pytest.approx(float(sched.final_alpha_cumprod))
 
 
-@pytest.mark.parametrize("schedule", [bdia.VPSchedule.stable_diffusion(), bdia.VPSchedule.ddpm()])
+@pytest.mark.parametrize("schedule", [bdia.VPSchedule.scaled_linear(), bdia.VPSchedule.ddpm()])
 def test_variance_preserving_and_data_end(schedule):
     t = torch.linspace(-1, 999, 4001, dtype=torch.float64)
     a, s = schedule.alpha(t), schedule.sigma(t)
@@ -50,7 +50,7 @@ def test_trailing_grid_is_uniform_to_the_data_end():
 
 @given(t=st.floats(-1, 999))
 def test_edm_sigma_inverse(t):
-    sched = bdia.VPSchedule.stable_diffusion()
+    sched = bdia.VPSchedule.scaled_linear()
     assert sched.timestep_for_edm_sigma(sched.edm_sigma(t)) == pytest.approx(t, abs=1e-7)
 
 
@@ -78,11 +78,11 @@ def test_karras_spacing_on_a_vp_schedule_stays_in_range():
 ])
 def test_bad_schedule_arguments(bad, message):
     with pytest.raises(ValueError, match=message):
-        bdia.VPSchedule.stable_diffusion(**bad)
+        bdia.VPSchedule.scaled_linear(**bad)
 
 
 def test_bad_grid_and_time_requests():
-    sched = bdia.VPSchedule.stable_diffusion()
+    sched = bdia.VPSchedule.scaled_linear()
     with pytest.raises(ValueError, match="num_steps must be at least 1"):
         sched.timesteps(0)
     with pytest.raises(TypeError, match="num_steps must be an integer"):
@@ -101,12 +101,41 @@ def test_bad_grid_and_time_requests():
 
     f = lambda s: math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
     assert float(cos.alphas_cumprod[0]) == pytest.approx(f(1 / 1000) / f(0), rel=1e-12)
-    with pytest.raises(ValueError, match="rescale_betas_zero_snr sets alpha = 0"):
-        bdia.VPSchedule.from_diffusers_config({"rescale_betas_zero_snr": True})
+
+
+def test_zero_terminal_snr_lives_in_the_core_schedule():
+    """rescale_betas_zero_snr (Lin et al. 2024): alpha = 0 at the last timestep, as diffusers' DDIM has it; an eps
+    model cannot start there (x0 is undetermined), a v-prediction model can."""
+    diffusers = pytest.importorskip("diffusers")
+    config = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", rescale_betas_zero_snr=True,
+                  timestep_spacing="trailing")
+    ours = bdia.VPSchedule.from_diffusers_config(config)
+    theirs = diffusers.DDIMScheduler(**config)
+    # diffusers rescales in float32: near the end its values carry float32's cancellation error (~1e-11)
+    np.testing.assert_allclose(ours.alphas_cumprod.numpy(), theirs.alphas_cumprod.double().numpy(), rtol=1e-5,
+                               atol=1e-10)
+    assert ours.level(999) == (0.0, 1.0) and ours.level(998).alpha > 0 and ours.edm_sigma(999) == math.inf
+    z = torch.randn(4, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="an eps prediction at alpha = 0"):
+        bdia.sample(lambda z, t: torch.zeros_like(z), z, ours, 10, "ddim")
+    v_model = bdia.with_prediction(lambda z, t: -z, "v_prediction")  # v = -z: x0 = alpha z + sigma z
+    assert torch.isfinite(bdia.sample(v_model, z, ours, 10, "bdia")).all()
 
 
 def test_with_spacing_keeps_levels():
-    sched = bdia.VPSchedule.stable_diffusion()
+    sched = bdia.VPSchedule.scaled_linear()
     other = sched.with_spacing("leading", steps_offset=1)
     assert other.level(500) == sched.level(500)
     assert other.timesteps(50)[0] == 981
+
+
+def test_stable_diffusion_is_what_its_scheduler_config_gives():
+    diffusers = pytest.importorskip("diffusers")
+    ddim = diffusers.DDIMScheduler(**bdia.schedules.STABLE_DIFFUSION_CONFIG)
+    ours = bdia.VPSchedule.stable_diffusion()
+    for n in (10, 50):
+        ddim.set_timesteps(n)
+        assert ours.timesteps(n)[:-1].tolist() == ddim.timesteps.double().tolist()
+    assert ours.level(-1).alpha ** 2 == pytest.approx(float(ddim.final_alpha_cumprod), rel=1e-6)
+    assert ours.timesteps(50)[0] == 981 and ours.level(-1).sigma > 0  # leading with steps_offset=1, not clean data
+    assert bdia.VPSchedule.scaled_linear().timesteps(50)[0] == 999 and bdia.VPSchedule.scaled_linear().level(-1).sigma == 0

@@ -1,7 +1,7 @@
 """Stand-in weights of the paper profile: published configurations, hub-cache layout, labels.
 
 The published values below are typed in from the repositories' config files (see the notes on the
-reference methods and ``bdia.standins.SOURCES``), independently of the tables in ``bdia.standins``: the
+reference methods and ``bdia.apps.standins.SOURCES``), independently of the tables in ``bdia.apps.standins``: the
 tests read back what ``write_standins`` wrote to disk, through the libraries that load it.
 """
 
@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from bdia import standins
+from bdia.apps import standins
 
 pytest.importorskip("diffusers")
 
@@ -81,9 +81,9 @@ def test_the_cifar10_ddpm_resolves_offline_from_the_hub_cache(tmp_path):
     # huggingface_hub reads HF_HUB_CACHE when it is imported: run the paper code's calls in a fresh process
     script = (
         "import torch\n"
-        "from bdia import standins\n"
+        "from bdia.apps import standins\n"
         "from bdia.diffusers import load_unet\n"
-        "from bdia.digits import shipped_model_path\n"
+        "from bdia.apps.digits import shipped_model_path\n"
         "unet = load_unet(standins.CIFAR10_MODEL)\n"
         "assert type(unet).__name__ == 'UNet2DModel' and sum(p.numel() for p in unet.parameters()) > 35e6\n"
         "assert unet(torch.randn(1, 3, 32, 32), 10).sample.shape == (1, 3, 32, 32)\n"

@@ -22,7 +22,7 @@ def log_density(mixture, z, alpha, sigma):
 
 @given(seed=st.integers(0, 10**6), dim=st.sampled_from([1, 2, 5]), t=st.floats(0, 999))
 def test_eps_is_minus_sigma_times_the_autograd_score(seed, dim, t):
-    schedule = bdia.VPSchedule.stable_diffusion()
+    schedule = bdia.VPSchedule.scaled_linear()
     g = torch.Generator().manual_seed(seed)
     mixture = toy.GaussianMixture(torch.randn(3, dim, generator=g, dtype=torch.float64),
                                   std=torch.rand(3, generator=g, dtype=torch.float64) + 0.05,
@@ -80,14 +80,14 @@ def test_ideal_denoiser_on_digits_collapses_onto_the_data(monkeypatch):
 
 def test_ideal_denoiser_samples_are_data_points():
     data = toy.load_digits_data()[:200]
-    schedule = bdia.VPSchedule.stable_diffusion()
+    schedule = bdia.VPSchedule.scaled_linear()
     model = toy.ideal_denoiser(data).eps_model(schedule)
     out = bdia.sample(model, torch.randn(16, 64, dtype=torch.float64), schedule, 50, "bdia", gamma=0.5)
     nearest = torch.cdist(out, data).min(-1).values
     assert nearest.max() < 0.05
 
 
-@pytest.mark.parametrize("schedule", [bdia.VPSchedule.stable_diffusion(), bdia.EDMSchedule()])
+@pytest.mark.parametrize("schedule", [bdia.VPSchedule.scaled_linear(), bdia.EDMSchedule()])
 def test_reference_solution_for_a_gaussian_is_the_closed_form(schedule):
     """For N(mu, s^2 I) data the flow is x(sigma) = mu + (x_T - mu) sqrt(sigma^2 + s^2) / sqrt(sigma_T^2 + s^2)."""
     mu, std = torch.tensor([[0.5, -1.0, 2.0]], dtype=torch.float64), 0.3
@@ -118,7 +118,7 @@ def test_samplers_converge_to_the_reference():
 
 
 def test_reference_solution_rejects_starting_at_the_data_end():
-    schedule = bdia.VPSchedule.stable_diffusion()
+    schedule = bdia.VPSchedule.scaled_linear()
     with pytest.raises(ValueError, match="cannot start at the data end"):
         solve_probability_flow(lambda z, t: z, torch.zeros(2, 2), schedule, -1.0, 500.0)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InvalidValueError, ModelNotAvailableError
+
 __all__ = ["ModelNotAvailableError", "load_unet", "load_pipeline", "network_copy", "cast_network", "cast_pipeline"]
 
 _CI_HINT = ("The 'paper' profile downloads hub models and needs internet access; offline, "
@@ -27,10 +29,6 @@ class _ConfigReader:
         kwargs.pop("torch_dtype", None)
         kwargs.pop("dtype", None)
         return dict(self.cls.load_config(model_id, **kwargs))
-
-
-class ModelNotAvailableError(OSError):
-    """A model id is neither a local folder nor in the Hugging Face cache, and cannot be downloaded."""
 
 
 def _offline() -> bool:
@@ -116,7 +114,7 @@ def load_unet(model_id, subfolder: str | None = None, dtype: torch.dtype = torch
     config = _load(diffusers.UNet2DModel, model_id, _config_only=True, **kwargs)
     name = config.get("_class_name", "UNet2DModel")
     if name not in ("UNet2DModel", "UNet2DConditionModel"):
-        raise ValueError(f"{model_id} holds a {name}, not a UNet2DModel or UNet2DConditionModel")
+        raise InvalidValueError(f"{model_id} holds a {name}, not a UNet2DModel or UNet2DConditionModel")
     unet = _load(getattr(diffusers, name), model_id, **_dtype_kwarg(dtype), **kwargs).to(device).eval()
     return cast_network(unet, dtype)
 

@@ -1,13 +1,23 @@
-"""diffusers networks as ``model(z, t) -> eps`` callables for :func:`bdia.sample` and :func:`bdia.invert`."""
+"""diffusers networks as ``model(z, t) -> eps`` callables for :func:`bdia.sample` and :func:`bdia.invert`.
+
+Each adapter runs the network in its own dtype and returns eps in the dtype of the latents; a
+v-prediction network's output is converted by the core (:class:`bdia.predictions.PredictionConfig`), and
+the scheduler config's ``clip_sample`` / ``thresholding`` is attached as the model's ``prediction``, so the
+core's samplers limit ``x0_hat`` as diffusers' schedulers do.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from ..errors import InvalidValueError
+from ..predictions import EPSILON, PredictionConfig
 from ..schedules import VPSchedule
 
 __all__ = ["UNetEpsModel", "StableDiffusionEpsModel", "schedule_from_scheduler", "classifier_free_guidance"]
+
+_V_PREDICTION = PredictionConfig("v_prediction")
 
 
 def schedule_from_scheduler(scheduler) -> VPSchedule:
@@ -28,24 +38,33 @@ def _check_prediction_type(config, allow_v_prediction: bool, what: str) -> str:
     if kind == "v_prediction":
         if allow_v_prediction:
             return kind
-        raise ValueError(f"{what} is a v-prediction model (prediction_type='v_prediction'). Inversion with such models "
-                         "(e.g. Stable Diffusion 2.1 at 768 px) is known to collapse; use an eps-prediction model such "
-                         "as stabilityai/stable-diffusion-2-1-base, or pass allow_v_prediction=True to convert its "
-                         "output exactly (eps = alpha_t v + sigma_t z).")
-    raise ValueError(f"{what} predicts {kind!r}; only 'epsilon' (and, on request, 'v_prediction') are supported")
+        raise InvalidValueError(
+            f"{what} is a v-prediction model (prediction_type='v_prediction'). Inversion with such models (e.g. Stable "
+            "Diffusion 2.1 at 768 px) is known to collapse; use an eps-prediction model such as "
+            "stabilityai/stable-diffusion-2-1-base, or pass allow_v_prediction=True to convert its output exactly "
+            "(eps = alpha_t v + sigma_t z).")
+    raise InvalidValueError(f"{what} predicts {kind!r}; only 'epsilon' (and, on request, 'v_prediction') are "
+                            "supported")
 
 
 class _EpsBase:
-    def __init__(self, network, scheduler_config, allow_v_prediction: bool, what: str):
+    def __init__(self, network, scheduler_config, allow_v_prediction: bool, what: str, schedule=None,
+                 follow_clipping: bool = True):
         self.network = network
         self.prediction_type = _check_prediction_type(scheduler_config, allow_v_prediction, what)
-        self.schedule = VPSchedule.from_diffusers_config(scheduler_config)
+        #: how the core forms x0_hat from this model's eps: clipped or thresholded as the scheduler config says
+        self.prediction = EPSILON
+        if follow_clipping:
+            limits = PredictionConfig.from_scheduler_config(scheduler_config)
+            self.prediction = PredictionConfig("epsilon", limits.clip_range, limits.thresholding)
+        self.schedule = None
+        if self.prediction_type == "v_prediction":  # the noise levels are needed to convert v to eps
+            self.schedule = schedule or VPSchedule.from_diffusers_config(scheduler_config)
 
     def _to_eps(self, out: Tensor, z: Tensor, t) -> Tensor:
         out = out.to(z.dtype)
         if self.prediction_type == "v_prediction":
-            lvl = self.schedule.level(t)
-            return lvl.alpha * out + lvl.sigma * z
+            return _V_PREDICTION.convert(out, z, self.schedule.level(t)).eps
         return out
 
 
@@ -54,18 +73,20 @@ class UNetEpsModel(_EpsBase):
 
     ``class_labels``: one label per sample (class-conditional models); ``guidance_scale > 1`` adds
     classifier-free guidance against ``null_class``, batching the conditional and unconditional passes.
-    The network runs in its own dtype; its output is returned in the dtype of ``z``.
+    The network runs in its own dtype; its output is returned in the dtype of ``z``. ``follow_clipping``:
+    limit ``x0_hat`` as the scheduler config's ``clip_sample`` / ``thresholding`` says (as diffusers does).
     """
 
     def __init__(self, unet, class_labels: Tensor | None = None, guidance_scale: float = 1.0,
                  null_class: int | None = None, scheduler_config: dict | None = None,
-                 allow_v_prediction: bool = False):
+                 allow_v_prediction: bool = False, follow_clipping: bool = True):
         config = scheduler_config or {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
-        super().__init__(unet, config, allow_v_prediction, "this UNet")
+        super().__init__(unet, config, allow_v_prediction, "this UNet", follow_clipping=follow_clipping)
         if guidance_scale > 1 and null_class is None:
-            raise ValueError("classifier-free guidance (guidance_scale > 1) needs null_class, the unconditional label")
+            raise InvalidValueError("classifier-free guidance (guidance_scale > 1) needs null_class, the unconditional "
+                                    "label")
         if guidance_scale > 1 and class_labels is None:
-            raise ValueError("classifier-free guidance needs class_labels")
+            raise InvalidValueError("classifier-free guidance needs class_labels")
         self.class_labels, self.guidance_scale, self.null_class = class_labels, float(guidance_scale), null_class
 
     def _labels(self, batch: int, device) -> Tensor | None:
@@ -75,7 +96,7 @@ class UNetEpsModel(_EpsBase):
         if labels.numel() == 1:
             labels = labels.expand(batch)
         if labels.numel() != batch:
-            raise ValueError(f"{labels.numel()} class labels for a batch of {batch} states")
+            raise InvalidValueError(f"{labels.numel()} class labels for a batch of {batch} states")
         return labels
 
     @torch.no_grad()
@@ -85,8 +106,8 @@ class UNetEpsModel(_EpsBase):
         x = z.to(net_dtype)
         if self.guidance_scale > 1:
             null = torch.full_like(labels, self.null_class)
-            out = classifier_free_guidance(self.network(torch.cat([x, x]), t, class_labels=torch.cat([null, labels])).sample,
-                              self.guidance_scale)
+            out = self.network(torch.cat([x, x]), t, class_labels=torch.cat([null, labels])).sample
+            out = classifier_free_guidance(out, self.guidance_scale)
         else:
             out = self.network(x, t, class_labels=labels).sample
         return self._to_eps(out, z, t)
@@ -99,11 +120,14 @@ class StableDiffusionEpsModel(_EpsBase):
     (``negative_prompt``) and conditional passes run as one batch and are combined as
     ``eps_u + guidance_scale * (eps_c - eps_u)``. The UNet runs in its own dtype (e.g. float16 on a GPU);
     the returned eps has the dtype of the latents, so exactness depends only on the latents' dtype.
+    ``schedule``: the pipeline's :class:`~bdia.VPSchedule`, when the caller has it (else read from the
+    scheduler config, for a v-prediction model's conversion).
     """
 
     def __init__(self, pipe, prompt: str | list[str], guidance_scale: float = 1.0, negative_prompt: str = "",
-                 allow_v_prediction: bool = False):
-        super().__init__(pipe.unet, pipe.scheduler.config, allow_v_prediction, "this pipeline")
+                 allow_v_prediction: bool = False, schedule=None, follow_clipping: bool = True):
+        super().__init__(pipe.unet, pipe.scheduler.config, allow_v_prediction, "this pipeline", schedule,
+                         follow_clipping)
         self.guidance_scale = float(guidance_scale)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         with torch.no_grad():
@@ -116,7 +140,7 @@ class StableDiffusionEpsModel(_EpsBase):
             return emb
         if emb.shape[0] == 1:
             return emb.expand(batch, *emb.shape[1:])
-        raise ValueError(f"{emb.shape[0]} prompts for a batch of {batch} latents")
+        raise InvalidValueError(f"{emb.shape[0]} prompts for a batch of {batch} latents")
 
     @torch.no_grad()
     def __call__(self, z: Tensor, t) -> Tensor:

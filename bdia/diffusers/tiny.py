@@ -15,14 +15,10 @@ from pathlib import Path
 
 import torch
 
+from ..schedules import STABLE_DIFFUSION_CONFIG
 from .loading import cast_pipeline
 
-__all__ = ["tiny_stable_diffusion", "STABLE_DIFFUSION_SCHEDULER_CONFIG"]
-
-#: the scheduler config of Stable Diffusion 1.x / 2.x-base (diffusers' DDIMScheduler)
-STABLE_DIFFUSION_SCHEDULER_CONFIG = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                         clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-                                         prediction_type="epsilon", num_train_timesteps=1000)
+__all__ = ["tiny_stable_diffusion"]
 
 
 def _tokenizer(folder: Path):
@@ -59,7 +55,7 @@ def tiny_stable_diffusion(seed: int = 0, prediction_type: str = "epsilon", dtype
         vocab_size=len(tokenizer.get_vocab()), hidden_size=32, intermediate_size=37, num_attention_heads=4,
         num_hidden_layers=2, max_position_embeddings=16, projection_dim=32, bos_token_id=0, eos_token_id=1,
         pad_token_id=1))
-    scheduler = DDIMScheduler(**{**STABLE_DIFFUSION_SCHEDULER_CONFIG, "prediction_type": prediction_type})
+    scheduler = DDIMScheduler(**{**STABLE_DIFFUSION_CONFIG, "prediction_type": prediction_type})
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)

@@ -10,7 +10,8 @@
   :func:`load_classifier` loads them, so every run scores with the same fixed feature network.
 
 The diffusion model is the same class as ``google/ddpm-cifar10-32`` and is loaded by the same
-function (:func:`bdia.diffusers.load_unet`), so the ``ci`` FID runs the ``paper`` code path.
+function (:func:`bdia.diffusers.load_unet`), so the ``ci`` FID runs the ``paper`` code path. This is an
+application of the library (:mod:`bdia.apps`), not part of its core.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .schedules import VPSchedule
+from ..errors import MissingFileError
+from ..schedules import VPSchedule
 
 __all__ = ["NUM_CLASSES", "NULL_CLASS", "load_digits_images", "train_test_split", "unet_config",
            "train_diffusion_model", "shipped_model_path", "DigitClassifier", "train_classifier",
@@ -95,7 +97,7 @@ def load_classifier(path=None) -> tuple["DigitClassifier", float]:
     folder = Path(path) if path else shipped_classifier_path()
     file = folder / "model.safetensors"
     if not file.is_file():
-        raise FileNotFoundError(f"no digit classifier at {file}; `python -m bdia train-classifier --out {folder}` "
+        raise MissingFileError(f"no digit classifier at {file}; `python -m bdia train-classifier --out {folder}` "
                                 "trains one")
     model = DigitClassifier()
     with safe_open(str(file), "pt") as f:

@@ -9,7 +9,7 @@
   vocabulary of the published size, the published scheduler config) and the CIFAR10 DDPM;
 * ``DIR/torch/hub/checkpoints/inception-2015-12-05.pt``: a TorchScript stand-in for the FID detector
   with the call signature of the real one (uint8 NCHW images in, 2048-d features out), found by
-  :func:`bdia.fid.load_detector` with ``TORCH_HOME=DIR/torch``;
+  :func:`bdia.apps.fid.load_detector` with ``TORCH_HOME=DIR/torch``;
 * ``DIR/reference``: a folder of stand-in reference images (``--reference DIR/reference``).
 
 Every model folder carries a marker file (:data:`MARKER`) and the detector an extra file of the same
@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 
 __all__ = ["MARKER", "STANDIN_LABEL", "TRAINED_LABEL", "SD_MODEL", "CIFAR10_MODEL", "REPOSITORIES", "SOURCES",
-           "write_standins", "weights_label", "is_standin", "definition_hash", "environment"]
+           "write_standins", "write_detector", "write_reference", "weights_label", "is_standin", "definition_hash",
+           "environment"]
 
 MARKER = "bdia-standin.json"
 STANDIN_LABEL = "stand-in (random)"
@@ -292,7 +293,7 @@ class _StandInDetector(torch.nn.Module):
         return torch.relu(x @ self.projection)
 
 
-def _write_detector(folder: Path, seed: int) -> Path:
+def write_detector(folder: Path, seed: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     module = torch.jit.script(_StandInDetector(seed))
     path = folder / DETECTOR_FILE
@@ -302,7 +303,7 @@ def _write_detector(folder: Path, seed: int) -> Path:
     return path
 
 
-def _write_reference(folder: Path, seed: int, count: int = 64) -> None:
+def write_reference(folder: Path, seed: int, count: int = 64) -> None:
     """``count`` 32x32 PNG images (smooth random colour fields) standing in for a reference data set."""
     from PIL import Image
 
@@ -340,7 +341,7 @@ def write_standins(out, seed: int = 0, progress: bool = True, repositories=None,
         _write_repository(out, repo, components, seed + 100 * offset, lambda what: say(f"writing {what}", flush=True),
                           True)
     say("writing the stand-in FID detector and reference images", flush=True)
-    _write_detector(out / "torch" / "hub" / "checkpoints", seed)
-    _write_reference(out / "reference", seed)
+    write_detector(out / "torch" / "hub" / "checkpoints", seed)
+    write_reference(out / "reference", seed)
     stamp.write_text(json.dumps({"definition": definition_hash(), "seed": seed, **paths}, indent=2))
     return paths

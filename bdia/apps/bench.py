@@ -29,15 +29,17 @@ from pathlib import Path
 
 import torch
 
-from ._files import check_writable, code_digest
-from .experiments import MethodSpec, parse_methods, round_trip
-from .schedules import VPSchedule
+from ..errors import InvalidValueError
+from ..experiments import round_trip
+from ..methods import INVERTIBLE_METHODS, MethodSpec, get_method, parse_methods
+from ..schedules import VPSchedule
+from .files import check_writable, code_digest
+from .suites import BENCH_DTYPES, BENCH_MODELS, DEFAULT_METHODS
 
 __all__ = ["MODELS", "DEFAULT_METHODS", "BenchModel", "build_model", "run_benchmark", "machine_info",
-           "write_results", "read_results", "cached_benchmark", "plot_benchmark"]
+           "write_results", "read_results", "cached_benchmark", "plot_benchmark", "check_grid"]
 
-MODELS = ("gmm2d", "digits-ideal", "digits-unet", "tiny-sd", "sd-unet")
-DEFAULT_METHODS = ("ddim", "edict", "bdia:gamma=1.0", "bdia:gamma=0.96", "obelm", "bdia:gamma=1.0,lattice=true")
+MODELS = BENCH_MODELS
 
 
 @dataclass
@@ -61,7 +63,7 @@ class _TextUNet:
     @torch.no_grad()
     def __call__(self, z, t):
         x = z.to(self.unet.dtype)
-        from .diffusers.models import classifier_free_guidance
+        from ..diffusers import classifier_free_guidance
 
         out = self.unet(torch.cat([x, x]), t, encoder_hidden_states=self.emb.expand(2 * len(z), -1, -1)).sample
         return classifier_free_guidance(out, self.guidance_scale).to(z.dtype)
@@ -71,14 +73,14 @@ def build_model(name: str, device="cpu", network_dtype: torch.dtype = torch.floa
     """One of :data:`MODELS`, with its data, on ``device``."""
     gen = torch.Generator().manual_seed(seed)
     if name == "gmm2d":
-        from .toy import two_moons_mixture
+        from ..toy import two_moons_mixture
 
-        schedule = VPSchedule.stable_diffusion()
+        schedule = VPSchedule.scaled_linear()
         mixture = two_moons_mixture(8, std=0.08)
         return BenchModel(name, mixture.eps_model(schedule), mixture.sample(256, generator=gen).to(device), schedule,
                           "exact 2-D Gaussian mixture, 256 points")
     if name == "digits-ideal":
-        from .toy import ideal_denoiser, load_digits_data
+        from ..toy import ideal_denoiser, load_digits_data
 
         schedule = VPSchedule.ddpm()
         data = load_digits_data()
@@ -86,7 +88,7 @@ def build_model(name: str, device="cpu", network_dtype: torch.dtype = torch.floa
         return BenchModel(name, ideal_denoiser(data).eps_model(schedule), data[idx].to(device), schedule,
                           "exact ideal denoiser of 1797 digits, 64 digits")
     if name == "digits-unet":
-        from .diffusers import UNetEpsModel, load_unet
+        from ..diffusers import UNetEpsModel, load_unet
         from .digits import load_digits_images, shipped_model_path
 
         images, labels = load_digits_images()
@@ -97,7 +99,7 @@ def build_model(name: str, device="cpu", network_dtype: torch.dtype = torch.floa
     if name == "tiny-sd":
         from skimage import data as skdata
 
-        from .diffusers import StableDiffusionEpsModel, encode_image, schedule_from_scheduler, tiny_stable_diffusion
+        from ..diffusers import StableDiffusionEpsModel, encode_image, schedule_from_scheduler, tiny_stable_diffusion
 
         pipe = tiny_stable_diffusion(seed=seed, device=device, dtype=network_dtype)
         latent = encode_image(pipe, skdata.chelsea(), dtype=torch.float64)
@@ -105,7 +107,7 @@ def build_model(name: str, device="cpu", network_dtype: torch.dtype = torch.floa
                           schedule_from_scheduler(pipe.scheduler), "miniature SD UNet, 8x8x4 latent, guidance 3",
                           "random (miniature pipeline)")
     if name == "sd-unet":
-        from .diffusers import load_unet
+        from ..diffusers import load_unet
         from .standins import SD_MODEL, weights_label
 
         unet = load_unet(SD_MODEL, subfolder="unet", dtype=network_dtype, device=device)
@@ -115,7 +117,7 @@ def build_model(name: str, device="cpu", network_dtype: torch.dtype = torch.floa
         return BenchModel(name, _TextUNet(unet, emb, 3.0), latent, VPSchedule.stable_diffusion(),
                           f"SD 1.5 UNet, {side}x{side}x4 latent ({8 * side}x{8 * side}), random text embeddings, "
                           "guidance 3", weights_label(SD_MODEL))
-    raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
+    raise InvalidValueError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
 
 
 class _FreeModel:
@@ -143,25 +145,24 @@ def check_grid(models=("gmm2d",), methods=DEFAULT_METHODS, dtypes=("float32", "f
                repeats: int = 3, out=None) -> None:
     """Refuse a benchmark grid that would fail part-way: unknown models or dtypes, methods without an inverse,
     step counts a method cannot take, repeats < 1, an output file that cannot be written."""
-    from .samplers import INVERTIBLE_METHODS, _MIN_STEPS
-
     unknown = [m for m in models if m not in MODELS]
     if unknown:
-        raise ValueError(f"unknown model(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(MODELS)}")
-    bad_dtypes = [d for d in dtypes if d not in ("float16", "bfloat16", "float32", "float64")]
+        raise InvalidValueError(f"unknown model(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(MODELS)}")
+    bad_dtypes = [d for d in dtypes if d not in BENCH_DTYPES]
     if bad_dtypes:
-        raise ValueError(f"unknown dtype(s) {', '.join(map(repr, bad_dtypes))}; allowed: float16, bfloat16, float32, "
-                         "float64")
+        raise InvalidValueError(f"unknown dtype(s) {', '.join(map(repr, bad_dtypes))}; allowed: "
+                                f"{', '.join(BENCH_DTYPES)}")
     for spec in parse_methods(methods):
-        if spec.method not in INVERTIBLE_METHODS:
-            raise ValueError(f"method {spec.method!r} has no inverse, so it has no round trip to benchmark; "
-                             f"invertible methods: {', '.join(INVERTIBLE_METHODS)}")
-        too_few = [n for n in step_counts if n < _MIN_STEPS[spec.method]]
+        record = get_method(spec.method)
+        if not record.invertible:
+            raise InvalidValueError(f"method {spec.method!r} has no inverse, so it has no round trip to benchmark; "
+                                    f"invertible methods: {', '.join(INVERTIBLE_METHODS)}")
+        too_few = [n for n in step_counts if n < record.min_steps]
         if too_few:
-            raise ValueError(f"method {spec.method!r} needs at least {_MIN_STEPS[spec.method]} steps; "
-                             f"--steps has {too_few}")
+            raise InvalidValueError(f"method {spec.method!r} needs at least {record.min_steps} steps; "
+                                    f"--steps has {too_few}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
+        raise InvalidValueError(f"repeats must be a positive integer, got {repeats!r}")
     if out is not None:
         check_writable(Path(out).parent, f"the results to {out}")
 
@@ -266,7 +267,7 @@ def cached_benchmark(folder, device="cpu", **grid) -> tuple[dict, bool]:
     """
     import hashlib
 
-    code = code_digest(("samplers.py", "steps.py", "bench.py", "experiments.py"))
+    code = code_digest()
     key = json.dumps({"grid": grid, "code": code, "machine": machine_info(device)}, sort_keys=True, default=str)
     path = Path(folder) / f"bench-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
     if path.exists():

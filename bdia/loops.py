@@ -1,0 +1,199 @@
+"""The sample and invert loops of every method (their records are in :data:`bdia.methods.REGISTRY`).
+
+Each loop reads as the paper writes its method. It receives a :class:`~bdia.trajectory.Trajectory` ``traj``
+whose ``levels`` are the noise levels in walking order (sampling: ``j = 0`` is the noisiest point and ``j = K``
+the data end; inversion: ``j = 0`` is the data end), calls the network through ``traj.predict(z, j)`` (the pair
+``(x0_hat, eps_hat)``) or ``traj.eps(z, j)``, and reports each finished step with
+``traj.done(step, j, *states)``. The arithmetic of each step is a pure rule of :mod:`bdia.steps`.
+
+``sample_<method>(traj, latents, options)`` returns the final state; ``invert_<method>(traj, x0, options)``
+returns the latents of the inversion state.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import Tensor
+
+from . import steps
+from .trajectory import Trajectory
+
+__all__ = ["sample_ddim", "invert_ddim", "sample_edict", "invert_edict", "sample_bdia", "invert_bdia",
+           "sample_obelm", "invert_obelm", "sample_heun", "sample_bdia_edm", "invert_bdia_edm"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# sampling loops: the grid t_K, ..., t_0 walked from j = 0 (noisiest) to j = K
+
+
+def sample_ddim(traj: Trajectory, latents, opts):
+    (z,) = latents
+    lv = traj.levels
+    for j in range(len(lv) - 1):
+        z = steps.ddim_from_prediction(*traj.predict(z, j), lv[j + 1])
+        traj.done(j, j + 1, z)
+    return z
+
+
+def _heun_or_euler(traj: Trajectory, z: Tensor, eps: Tensor, j: int) -> Tensor:
+    """EDM's step from ``t_j`` to ``t_{j+1}`` (walking order): Heun, or Euler on a step that lands on the data end."""
+    lv = traj.levels
+    if j + 2 < len(lv):
+        return steps.heun_step(z, eps, lambda z_euler: traj.eps(z_euler, j + 1), lv[j], lv[j + 1])
+    return steps.ddim_step(z, eps, lv[j], lv[j + 1])
+
+
+def sample_heun(traj: Trajectory, latents, opts):
+    (z,) = latents
+    for j in range(len(traj.levels) - 1):
+        z = _heun_or_euler(traj, z, traj.eps(z, j), j)
+        traj.done(j, j + 1, z)
+    return z
+
+
+def _edict_half_step(traj: Trajectory, j: int, target: int, reading: int):
+    """``half(z, other)``: a DDIM step of ``z`` from ``t_reading`` to ``t_target``, with the network evaluated at
+    ``(other, t_j)``."""
+    return lambda z, other: steps.ddim_from_prediction(*traj.read(traj.output(other, j), z, reading, j),
+                                                       traj.levels[target])
+
+
+def sample_edict(traj: Trajectory, latents, opts):
+    x, y = latents if len(latents) == 2 else (latents[0], latents[0])
+    for j in range(len(traj.levels) - 1):
+        swap = opts["leapfrog"] and j % 2 == 1
+        x, y = steps.edict_coupling(x, y, _edict_half_step(traj, j, j + 1, j), opts["p"], swap)
+        traj.done(j, j + 1, x, y)
+    return x
+
+
+def _bdia_update(traj: Trajectory, z_noisier: Tensor, z: Tensor, j: int, gamma: float) -> Tensor:
+    """``z_{j+1}`` (walking order, so one point cleaner) from the pair ``(z_{j-1}, z_j)``: eq. 29, or on a lattice
+    the leapfrog map with its increment rounded onto it."""
+    lv = traj.levels
+    x0, eps = traj.predict(z, j)
+    if traj.lattice is not None:
+        return z_noisier + traj.on_lattice(steps.bdia_increment_from_prediction(x0, eps, lv[j - 1], lv[j + 1]))
+    return steps.bdia_from_prediction(z_noisier, x0, eps, lv[j - 1], lv[j + 1], gamma)
+
+
+def _sample_two_step(traj: Trajectory, latents, first_step: Callable, update: Callable) -> Tensor:
+    """The exact two-step methods: one single-step start (unless the pair is given), then ``update``."""
+    if len(latents) == 2:  # reconstruction: the pair (z_K, z_{K-1}) is given
+        z_noisier, z = latents
+    else:
+        z_noisier = latents[0]
+        z = traj.on_lattice(first_step(traj, z_noisier))
+        traj.done(0, 1, z)
+    for j in range(1, len(traj.levels) - 1):
+        z_noisier, z = z, update(traj, z_noisier, z, j)
+        traj.done(j, j + 1, z)
+    return z
+
+
+def _ddim_first(traj: Trajectory, z: Tensor) -> Tensor:
+    return steps.ddim_from_prediction(*traj.predict(z, 0), traj.levels[1])
+
+
+def _heun_first(traj: Trajectory, z: Tensor) -> Tensor:
+    return _heun_or_euler(traj, z, traj.eps(z, 0), 0)
+
+
+def sample_bdia(traj, latents, opts):
+    return _sample_two_step(traj, latents, _ddim_first, lambda traj, zn, z, j: _bdia_update(traj, zn, z, j,
+                                                                                           opts["gamma"]))
+
+
+def sample_obelm(traj, latents, opts):
+    lv = traj.levels
+    return _sample_two_step(traj, latents, _ddim_first, lambda traj, zn, z, j: _bdia_update(
+        traj, zn, z, j, steps.obelm_gamma(lv[j - 1], lv[j], lv[j + 1])))
+
+
+def _bdia_edm_update(traj: Trajectory, z_noisier: Tensor, z: Tensor, j: int, gamma: float) -> Tensor:
+    lv = traj.levels
+    eps = traj.eps(z, j)
+    z_forward = _heun_or_euler(traj, z, eps, j)
+    if traj.lattice is not None:  # alpha = 1 here (checked): x = z, and gamma = 1 makes it a leapfrog map
+        increment = steps.bdia_edm_increment(z, z_forward, eps, lv[j - 1], lv[j], lv[j + 1])
+        return z_noisier + traj.on_lattice(increment)
+    return steps.bdia_edm_step(z_noisier, z, z_forward, eps, lv[j - 1], lv[j], lv[j + 1], gamma)
+
+
+def sample_bdia_edm(traj, latents, opts):
+    return _sample_two_step(traj, latents, _heun_first,
+                            lambda traj, zn, z, j: _bdia_edm_update(traj, zn, z, j, opts["gamma"]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# inversion loops: the grid t_0, ..., t_K walked from j = 0 (data) to j = K
+
+
+def _ddim_inversion_step(traj: Trajectory, z: Tensor, j: int) -> Tensor:
+    """Eq. 10 from ``t_j`` to ``t_{j+1}``: the network at the target timestep, on the known cleaner state."""
+    return steps.ddim_from_prediction(*traj.read(traj.output(z, j + 1), z, j, j + 1), traj.levels[j + 1])
+
+
+def invert_ddim(traj: Trajectory, z: Tensor, opts):
+    for j in range(len(traj.levels) - 1):
+        z = _ddim_inversion_step(traj, z, j)
+        traj.done(j, j + 1, z)
+    return (z,)
+
+
+def invert_edict(traj: Trajectory, z: Tensor, opts):
+    x, y = z, z
+    K = len(traj.levels) - 1
+    for j in range(K):
+        swap = opts["leapfrog"] and (K - 1 - j) % 2 == 1  # the parity of this interval when sampling
+        x, y = steps.edict_inverse_coupling(x, y, _edict_half_step(traj, j + 1, j + 1, j), opts["p"], swap)
+        traj.done(j, j + 1, x, y)
+    return (x, y)
+
+
+def _invert_two_step(traj: Trajectory, x0: Tensor, inverse_update: Callable) -> tuple:
+    """Seed ``z_1`` with one DDIM inversion step (approximate: it only starts the pair), then exact steps; the state
+    is the pair ``(z_K, z_{K-1})``."""
+    z_cleaner, z = x0, traj.on_lattice(_ddim_inversion_step(traj, x0, 0))
+    traj.done(0, 1, z)
+    for j in range(1, len(traj.levels) - 1):
+        z_cleaner, z = z, inverse_update(traj, z_cleaner, z, j)
+        traj.done(j, j + 1, z)
+    return (z, z_cleaner)
+
+
+def _bdia_inverse_update(traj: Trajectory, z_cleaner: Tensor, z: Tensor, j: int, gamma: float) -> Tensor:
+    """``z_{j+1}`` (one point noisier) from ``(z_{j-1}, z_j)``: the exact inverse of eq. 29."""
+    lv = traj.levels
+    x0, eps = traj.predict(z, j)
+    if traj.lattice is not None:
+        return z_cleaner - traj.on_lattice(steps.bdia_increment_from_prediction(x0, eps, lv[j + 1], lv[j - 1]))
+    return steps.bdia_inverse_from_prediction(z_cleaner, x0, eps, lv[j + 1], lv[j - 1], gamma)
+
+
+def invert_bdia(traj, x0, opts):
+    return _invert_two_step(traj, x0, lambda traj, zc, z, j: _bdia_inverse_update(traj, zc, z, j, opts["gamma"]))
+
+
+def invert_obelm(traj, x0, opts):
+    lv = traj.levels
+    return _invert_two_step(traj, x0, lambda traj, zc, z, j: _bdia_inverse_update(
+        traj, zc, z, j, steps.obelm_gamma(lv[j + 1], lv[j], lv[j - 1])))
+
+
+def _bdia_edm_inverse_update(traj: Trajectory, z_cleaner: Tensor, z: Tensor, j: int, gamma: float) -> Tensor:
+    lv = traj.levels
+    eps = traj.eps(z, j)
+    if j > 1:  # the forward estimate towards t_{j-1}: Heun, or Euler when it lands on the data end
+        z_forward = steps.heun_step(z, eps, lambda z_euler: traj.eps(z_euler, j - 1), lv[j], lv[j - 1])
+    else:
+        z_forward = steps.ddim_step(z, eps, lv[j], lv[j - 1])
+    if traj.lattice is not None:
+        return z_cleaner - traj.on_lattice(steps.bdia_edm_increment(z, z_forward, eps, lv[j + 1], lv[j], lv[j - 1]))
+    return steps.bdia_edm_inverse_step(z_cleaner, z, z_forward, eps, lv[j + 1], lv[j], lv[j - 1], gamma)
+
+
+def invert_bdia_edm(traj, x0, opts):
+    return _invert_two_step(traj, x0,
+                            lambda traj, zc, z, j: _bdia_edm_inverse_update(traj, zc, z, j, opts["gamma"]))

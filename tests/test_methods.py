@@ -1,0 +1,116 @@
+"""The method registry: every record's claims checked against what the drivers actually do.
+
+Each record states its network calls, minimum steps, state and exactness; these tests measure them with a
+counting model on an exact mixture, independently of the record, for every method in the registry (a method
+added to the registry is checked without a line of test code).
+"""
+
+import pytest
+import torch
+
+import bdia
+from bdia.methods import REGISTRY
+from conftest import make_mixture, rel_err
+
+
+@pytest.fixture(scope="module")
+def setup():
+    schedule = bdia.VPSchedule.scaled_linear()
+    mixture = make_mixture(3)
+    return schedule, mixture.eps_model(schedule), mixture.sample(8, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+@pytest.mark.parametrize("num_steps", [3, 8])
+def test_the_stated_network_calls_are_the_counted_ones(setup, name, num_steps):
+    schedule, model, x0 = setup
+    record = REGISTRY[name]
+    counting = bdia.CountingModel(model)
+    bdia.sample(counting, torch.randn_like(x0), schedule, num_steps, name)
+    assert counting.calls == record.network_calls(num_steps, "sample")
+    if record.invertible:
+        for strength in (1.0, 0.7):
+            counting.reset()
+            state = bdia.invert(counting, x0, schedule, num_steps, name, strength=strength)
+            walked = state.num_inverted_steps
+            assert walked == int(strength * num_steps)
+            assert counting.calls == record.network_calls(walked, "invert")
+            counting.reset()
+            steps_seen = []
+            bdia.sample(counting, state, schedule, num_steps, name, callback=lambda k, t, z: steps_seen.append(k))
+            assert counting.calls == record.network_calls(walked, "reconstruct")
+            assert len(steps_seen) == record.reconstruction_steps(walked)
+            assert len(state.latents) == len(record.state)
+    else:
+        with pytest.raises(ValueError, match="has no inverse"):
+            record.network_calls(num_steps, "invert")
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_minimum_steps_and_budgets(setup, name):
+    schedule, model, x0 = setup
+    record = REGISTRY[name]
+    if record.min_steps > 1:
+        with pytest.raises(ValueError, match=f"needs at least {record.min_steps} steps"):
+            bdia.sample(model, x0, schedule, record.min_steps - 1, name)
+    for budget in (4, 10, 11):
+        steps = record.steps_for_budget(budget)
+        # the most steps within the budget: one more would exceed it
+        assert record.network_calls(steps) <= budget < record.network_calls(steps + 1)
+        counting = bdia.CountingModel(model)
+        bdia.sample(counting, torch.randn_like(x0), schedule, steps, name)
+        assert counting.calls <= budget
+
+
+@pytest.mark.parametrize("name", [n for n, m in REGISTRY.items() if m.exact])
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-11), (torch.float32, 1e-4)])
+def test_every_exact_method_round_trips(setup, name, dtype, tol):
+    schedule, model, x0 = setup
+    if REGISTRY[name].family == "edm":
+        schedule = bdia.EDMSchedule()
+        model = make_mixture(3).eps_model(schedule)
+        tol *= schedule.init_noise_sigma(20)  # rounding scales with the states, up to sigma_max = 80 times the data
+    state = bdia.invert(model, x0.to(dtype), schedule, 20, name)
+    assert rel_err(bdia.sample(model, state, schedule, 20, name), x0) < tol
+
+
+def test_options_defaults_and_checks():
+    assert bdia.method_defaults("bdia") == {"gamma": 1.0, "lattice": None}
+    assert bdia.method_defaults("edict") == {"p": 0.93, "leapfrog": True}
+    assert REGISTRY["bdia"].resolve({"gamma": 0.5}) == {"gamma": 0.5, "lattice": None}
+    assert REGISTRY["bdia"].resolve({"lattice": True}) == {"gamma": 1.0, "lattice": "auto"}
+    with pytest.raises(ValueError, match="unknown option"):
+        REGISTRY["obelm"].resolve({"gamma": 0.5})
+    with pytest.raises(TypeError, match="coefficient other than 1"):
+        REGISTRY["edict"].resolve({"lattice": True})
+    with pytest.raises(ValueError, match="unknown method 'bdai'"):
+        bdia.get_method("bdai")
+    with pytest.raises(ValueError, match="kind must be"):
+        REGISTRY["bdia"].network_calls(5, "forward")
+    assert bdia.METHODS == tuple(REGISTRY) and set(bdia.INVERTIBLE_METHODS) == {n for n, m in REGISTRY.items()
+                                                                               if m.invertible}
+
+
+def test_o_belm_is_bdia_with_its_step_dependent_gamma():
+    """The registry runs O-BELM as BDIA-DDIM with gamma_i = (h_i/h_{i+1})^2 alpha_{i-1}/alpha_{i+1}; the BELM paper's
+    own update, written out here, agrees with it."""
+    schedule = bdia.VPSchedule.scaled_linear()
+    gen = torch.Generator().manual_seed(3)
+    z_noisier, z, eps = (torch.randn(16, 2, generator=gen, dtype=torch.float64) for _ in range(3))
+    for t_noisier, t, t_cleaner in [(999, 899, 799), (600, 300, 20), (80, 40, -1)]:
+        lv_n, lv, lv_c = (schedule.level(x) for x in (t_noisier, t, t_cleaner))
+        h, h_n = lv.edm_sigma - lv_c.edm_sigma, lv_n.edm_sigma - lv.edm_sigma
+        belm = ((h / h_n) ** 2 * lv_c.alpha / lv_n.alpha * z_noisier
+                + (h_n**2 - h**2) / h_n**2 * lv_c.alpha / lv.alpha * z
+                - h * (h + h_n) / h_n * lv_c.alpha * eps)
+        torch.testing.assert_close(bdia.steps.obelm_step(z_noisier, z, eps, lv_n, lv, lv_c), belm, rtol=1e-12,
+                                   atol=1e-12)
+
+
+def test_method_specs_share_the_registry_checks():
+    spec = bdia.MethodSpec.parse("bdia:gamma=1.0,lattice=true")
+    assert spec.record is REGISTRY["bdia"] and spec.options == {"gamma": 1.0, "lattice": True}
+    with pytest.raises(ValueError, match="lattice needs gamma = 1"):
+        bdia.MethodSpec.parse("bdia:gamma=0.5,lattice=true")
+    with pytest.raises(ValueError, match="is not a number"):
+        bdia.MethodSpec.parse("bdia:gamma=abc")
