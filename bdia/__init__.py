@@ -3,7 +3,7 @@
 Three layers (the book's page "How the code is organised" shows how a call flows through them):
 
 * the core, which needs PyTorch, NumPy, SciPy and tqdm only: :mod:`bdia.schedules` (noise schedules and
-  grids), :mod:`bdia.steps` (pure update rules), :mod:`bdia.predictions` (what a network predicts),
+  grids; :mod:`bdia.flow` for rectified flows), :mod:`bdia.steps` (pure update rules), :mod:`bdia.predictions` (what a network predicts),
   :mod:`bdia.methods` (the registry: everything bdia knows about each method, and its loops),
   :mod:`bdia.samplers` (:func:`sample` and :func:`invert`), :mod:`bdia.trajectory`, :mod:`bdia.lattice`,
   :mod:`bdia.exactness`, :mod:`bdia.errors`, :mod:`bdia.models`, :mod:`bdia.experiments`, and the exact
@@ -36,9 +36,10 @@ _EXPORTS = {
     "default_lattice": "lattice",
     "VPSchedule": "schedules", "EDMSchedule": "schedules", "Schedule": "schedules", "Level": "schedules",
     "karras_sigmas": "schedules",
+    "FlowMatchSchedule": "flow", "from_velocity": "flow",
 }
 _SUBMODULES = ("steps", "schedules", "predictions", "methods", "samplers", "trajectory", "lattice", "exactness",
-               "errors", "models", "experiments", "toy", "ode", "lazy", "diffusers", "apps")
+               "errors", "models", "experiments", "toy", "ode", "lazy", "flow", "loops", "diffusers", "apps")
 
 __all__ = sorted(_EXPORTS) + ["steps"]
 
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from . import steps
     from .errors import NonFiniteError, UsageError
     from .exactness import ExactnessWarning
+    from .flow import FlowMatchSchedule, from_velocity
     from .lattice import default_lattice
     from .methods import (INVERTIBLE_METHODS, METHODS, REGISTRY, MethodSpec, get_method, method_defaults,
                           rounding_amplification)

@@ -286,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run a command; returns the exit status (set BDIA_DEBUG=1 to see the traceback of a user error)."""
     import os
 
+    # transformers' notices about optional image backends (torchvision) say nothing about what bdia does
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # argparse has printed the usage and the problem

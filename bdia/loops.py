@@ -20,7 +20,8 @@ from . import steps
 from .trajectory import Trajectory
 
 __all__ = ["sample_ddim", "invert_ddim", "sample_edict", "invert_edict", "sample_bdia", "invert_bdia",
-           "sample_obelm", "invert_obelm", "sample_heun", "sample_bdia_edm", "invert_bdia_edm"]
+           "sample_obelm", "invert_obelm", "sample_heun", "sample_bdia_edm", "invert_bdia_edm", "sample_midpoint",
+           "invert_midpoint", "sample_fireflow", "invert_fireflow"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -108,7 +109,7 @@ def sample_bdia(traj, latents, opts):
 def sample_obelm(traj, latents, opts):
     lv = traj.levels
     return _sample_two_step(traj, latents, _ddim_first, lambda traj, zn, z, j: _bdia_update(
-        traj, zn, z, j, steps.obelm_gamma(lv[j - 1], lv[j], lv[j + 1])))
+        traj, zn, z, j, steps.obelm_gamma(lv[j - 1], lv[j], lv[j + 1], traj.euler_variables)))
 
 
 def _bdia_edm_update(traj: Trajectory, z_noisier: Tensor, z: Tensor, j: int, gamma: float) -> Tensor:
@@ -179,7 +180,7 @@ def invert_bdia(traj, x0, opts):
 def invert_obelm(traj, x0, opts):
     lv = traj.levels
     return _invert_two_step(traj, x0, lambda traj, zc, z, j: _bdia_inverse_update(
-        traj, zc, z, j, steps.obelm_gamma(lv[j + 1], lv[j], lv[j - 1])))
+        traj, zc, z, j, steps.obelm_gamma(lv[j + 1], lv[j], lv[j - 1], traj.euler_variables)))
 
 
 def _bdia_edm_inverse_update(traj: Trajectory, z_cleaner: Tensor, z: Tensor, j: int, gamma: float) -> Tensor:
@@ -197,3 +198,40 @@ def _bdia_edm_inverse_update(traj: Trajectory, z_cleaner: Tensor, z: Tensor, j: 
 def invert_bdia_edm(traj, x0, opts):
     return _invert_two_step(traj, x0,
                             lambda traj, zc, z, j: _bdia_edm_inverse_update(traj, zc, z, j, opts["gamma"]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# what rectified-flow users pick instead: explicit one-step rules walked either way (approximate inversion)
+
+
+def _midpoint_walk(traj: Trajectory, z: Tensor, reuse: bool) -> Tensor:
+    """The midpoint rule along the walk: ``z_mid = z + (h/2) v(z, t)``, ``z' = z + h v(z_mid, t + h/2)`` (written on
+    the prediction pair, so a DDIM step stands for each Euler step). RF-Solver's second-order step (Wang et al.
+    2024) reduces to it: 2 calls per step. With ``reuse`` (FireFlow, Deng et al. 2024) the start velocity is the
+    previous step's midpoint velocity: one call per step after the first."""
+    lv, ts = traj.levels, traj.ts
+    cached = None
+    for j in range(len(lv) - 1):
+        start = cached if reuse and cached is not None else traj.output(z, j)
+        t_mid = ts[j] + (ts[j + 1] - ts[j]) / 2
+        z_mid = steps.ddim_from_prediction(*traj.read(start, z, j), traj.schedule.level(t_mid))
+        cached = traj.output_at(z_mid, t_mid)
+        z = steps.ddim_from_prediction(*traj.read(cached, z, j), lv[j + 1])
+        traj.done(j, j + 1, z)
+    return z
+
+
+def sample_midpoint(traj: Trajectory, latents, opts):
+    return _midpoint_walk(traj, latents[0], reuse=False)
+
+
+def invert_midpoint(traj: Trajectory, x0: Tensor, opts):
+    return (_midpoint_walk(traj, x0, reuse=False),)
+
+
+def sample_fireflow(traj: Trajectory, latents, opts):
+    return _midpoint_walk(traj, latents[0], reuse=True)
+
+
+def invert_fireflow(traj: Trajectory, x0: Tensor, opts):
+    return (_midpoint_walk(traj, x0, reuse=True),)

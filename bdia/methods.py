@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import loops, steps
 from .errors import InvalidTypeError, InvalidValueError, UnknownOptionError
+from .flow import FlowMatchSchedule
 from .lattice import check_lattice_option
+from .schedules import edm_variables
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -103,8 +105,9 @@ class Method:
 
     ``sample(traj, latents, options)`` and ``invert(traj, x0, options)`` are its loops (:mod:`bdia.loops`);
     ``calls`` its network calls per number of steps walked; ``state`` names the latents of its inversion
-    state, ``state_span`` the grid points they cover; ``amplification(K, options, levels)`` the a-priori
-    rounding amplification of an inversion of ``K`` steps over the noise levels ``levels`` (``t_0 .. t_K``).
+    state, ``state_span`` the grid points they cover; ``amplification(K, options, levels, variables)`` the
+    a-priori rounding amplification of an inversion of ``K`` steps over the noise levels ``levels``
+    (``t_0 .. t_K``) of a schedule whose Euler variables are ``variables``.
     """
 
     name: str
@@ -120,14 +123,17 @@ class Method:
     takes_lattice: bool = False
     lattice_needs_alpha_one: bool = False  #: its leapfrog form holds for x = z / alpha (EDM space) only
     #: ``"ddim"``: updates written on (x0_hat, eps_hat), on the schedule's own grid; ``"edm"``: EDM's samplers,
-    #: which integrate eps in EDM space (on EDM's Karras grid in the book's experiments)
+    #: which integrate eps in EDM space (on EDM's Karras grid in the book's experiments); ``"flow"``: explicit
+    #: rules of the rectified-flow literature
     family: str = "ddim"
     #: whether it can use a clipped or thresholded x0 prediction and stay what it is (exact where it was): a
     #: limited x0 is a function of z_i alone, which the two-step updates carry linearly, while EDICT's half-step
     #: would pass the state it transforms through the clip, and EDM's samplers integrate eps
     limits_x0: bool = True
     warns_a_priori: bool = False  #: whether its amplification bound is reached, so that inversion warns before it runs
-    amplification: Callable[..., float] = lambda num_inverted_steps, options, levels: 1.0
+    amplification: Callable[..., float] = lambda num_inverted_steps, options, levels, variables: 1.0
+    #: the schedule classes it runs on (empty: any); RF-Solver and FireFlow evaluate the network at the data end
+    schedules: tuple = ()
 
     @property
     def invertible(self) -> bool:
@@ -198,7 +204,7 @@ def _log_bound(log_amp: float) -> float:
     return math.exp(log_amp) if log_amp < 709.0 else math.inf
 
 
-def _bdia_amplification(num_inverted_steps: int, options: dict, levels) -> float:
+def _bdia_amplification(num_inverted_steps: int, options: dict, levels, variables) -> float:
     gamma = float(options.get("gamma", 1.0))
     if num_inverted_steps <= 1:
         return 1.0
@@ -207,17 +213,17 @@ def _bdia_amplification(num_inverted_steps: int, options: dict, levels) -> float
     return _log_bound((num_inverted_steps - 1) * -math.log(gamma))
 
 
-def _edict_amplification(num_inverted_steps: int, options: dict, levels) -> float:
+def _edict_amplification(num_inverted_steps: int, options: dict, levels, variables) -> float:
     return _log_bound(num_inverted_steps * -2.0 * math.log(float(options.get("p", P.default))))
 
 
-def _obelm_amplification(num_inverted_steps: int, options: dict, levels) -> float:
+def _obelm_amplification(num_inverted_steps: int, options: dict, levels, variables) -> float:
     if levels is None:
         raise InvalidTypeError("O-BELM's bound depends on the grid: pass schedule= and num_steps=")
     scale = [math.hypot(level.alpha, level.sigma) for level in levels]  # t_0 .. t_K
     log_amp = 0.0
     for m in range(1, num_inverted_steps):
-        gamma = steps.obelm_gamma(levels[m + 1], levels[m], levels[m - 1])
+        gamma = steps.obelm_gamma(levels[m + 1], levels[m], levels[m - 1], variables)
         log_amp += -math.log(abs(gamma)) - math.log(scale[m + 1] / scale[m - 1])
     return _log_bound(log_amp)
 
@@ -263,6 +269,16 @@ REGISTRY: dict[str, Method] = {
         exact=True, takes_lattice=True, lattice_needs_alpha_one=True, family="edm", limits_x0=False,
         warns_a_priori=True,
         amplification=_bdia_amplification),
+    "midpoint": Method(
+        "midpoint", "RF-Solver's second-order step (Wang et al. 2024), the midpoint rule: 2 calls per step, "
+        "approximate inversion", sample=loops.sample_midpoint, invert=loops.invert_midpoint,
+        calls=Calls(sample=_per_step(2), invert=_per_step(2), reconstruct=_per_step(2)), family="flow",
+        limits_x0=False, schedules=(FlowMatchSchedule,)),
+    "fireflow": Method(
+        "fireflow", "FireFlow (Deng et al. 2024): the midpoint rule reusing the previous midpoint velocity, N + 1 "
+        "calls, approximate inversion", sample=loops.sample_fireflow, invert=loops.invert_fireflow,
+        calls=Calls(sample=_per_step(1, -1), invert=_per_step(1, -1), reconstruct=_per_step(1, -1)), family="flow",
+        limits_x0=False, schedules=(FlowMatchSchedule,)),
 }
 
 #: every method's name, in the registry's order
@@ -303,11 +319,12 @@ def rounding_amplification(method: str, num_inverted_steps: int, schedule=None, 
     every method's measured growth (``InversionState.noise_stats``) afterwards.
     """
     record = get_method(method)
-    levels = None
+    levels, variables = None, edm_variables
     if schedule is not None and num_steps is not None:
         grid = schedule.timesteps(num_steps)
         levels = [schedule.level(float(t)) for t in grid[len(grid) - 1 - num_inverted_steps:].flip(0)]
-    return record.amplification(num_inverted_steps, options, levels)
+        variables = schedule.euler_variables
+    return record.amplification(num_inverted_steps, options, levels, variables)
 
 
 # ---------------------------------------------------------------------------------------------------

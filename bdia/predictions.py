@@ -11,9 +11,11 @@ from ``z_s``. A network may predict either of them, or a combination: :class:`Pr
 ``epsilon``                   ``(z - sigma out) / alpha``                 ``out``
 ``v_prediction``              ``alpha z - sigma out``                     ``alpha out + sigma z``
 ``sample``                    ``out``                                     ``(z - alpha out) / sigma``
+``velocity``                  ``(z - sigma out) / (alpha + sigma)``       ``x0_hat + out``
 ============================  ==========================================  ==========================================
 
-(``v = alpha eps - sigma x`` on a variance-preserving schedule.) Clipping and thresholding change
+(``v = alpha eps - sigma x`` on a variance-preserving schedule; the velocity ``eps - x`` is ``dz/dt`` on a
+rectified flow's linear path, :mod:`bdia.flow`, and stays defined where ``alpha = 0``.) Clipping and thresholding change
 ``x0_hat`` only, a function of ``z_i`` alone, so every two-step update stays linear in the carried state
 and exactly invertible.
 
@@ -37,7 +39,7 @@ from .steps import x0_prediction
 __all__ = ["PREDICTION_TYPES", "Prediction", "DynamicThresholding", "PredictionConfig", "EPSILON",
            "prediction_config", "with_prediction", "PredictionModel", "dynamic_threshold"]
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "velocity")
 
 
 class Prediction(NamedTuple):
@@ -132,6 +134,9 @@ class PredictionConfig:
         elif kind == "v_prediction":
             x0 = level.alpha * z - level.sigma * output
             eps = level.alpha * output + level.sigma * z
+        elif kind == "velocity":
+            x0 = (z - level.sigma * output) / (level.alpha + level.sigma)
+            eps = x0 + output
         else:  # "sample"
             x0, eps = output, (z - level.alpha * output) / level.sigma
         if self.thresholding is not None:
@@ -174,6 +179,7 @@ class PredictionModel:
 
 def with_prediction(model, prediction_type: str = "epsilon", clip_range: float | None = None,
                     thresholding: DynamicThresholding | None = None, clipped_eps: bool = False) -> PredictionModel:
-    """``model`` declared to return ``prediction_type`` (``"epsilon"``, ``"v_prediction"``, ``"sample"``), with
+    """``model`` declared to return ``prediction_type`` (``"epsilon"``, ``"v_prediction"``, ``"sample"``,
+    ``"velocity"``), with
     ``x0_hat`` clipped to ``clip_range`` or thresholded; the samplers convert its output (see the module)."""
     return PredictionModel(model, PredictionConfig(prediction_type, clip_range, thresholding, clipped_eps))

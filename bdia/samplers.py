@@ -149,6 +149,17 @@ def _split_options(record: Method, options: dict, inverting: bool) -> tuple[dict
     return method_opts, run_opts
 
 
+def _check_schedule_for(record: Method, schedule: Schedule, num_steps: int) -> None:
+    if record.schedules and not isinstance(schedule, record.schedules):
+        names = ", ".join(cls.__name__ for cls in record.schedules)
+        raise InvalidValueError(f"{record.name!r} runs on {names} only (it evaluates the network at the data end, "
+                                f"which is a valid time there), not on {type(schedule).__name__}")
+    if record.family == "edm" and any(schedule.level(float(t)).alpha == 0 for t in schedule.timesteps(num_steps)):
+        raise InvalidValueError(f"{record.name!r} integrates in EDM space, x = z / alpha, which is infinite where "
+                                "alpha = 0 (a rectified flow's t = 1, or zero terminal SNR) on this grid; use a "
+                                "DDIM-family method (bdia, obelm, edict, ddim) there")
+
+
 def _check_prediction(record: Method, model) -> None:
     if prediction_config(model).limits_x0 and not record.limits_x0:
         able = ", ".join(repr(name) for name, m in REGISTRY.items() if m.limits_x0)
@@ -221,6 +232,7 @@ def invert(model, x0: Tensor, schedule: Schedule, num_steps: int, method: str = 
     num_steps = record.check_num_steps(num_steps)
     x0 = _check_tensor("x0", x0)
     schedule = _check_schedule(schedule)
+    _check_schedule_for(record, schedule, num_steps)
     _check_prediction(record, model)
     strength = run_opts.pop("strength", 1.0)
     intervals = inverted_steps(strength, num_steps)
@@ -287,6 +299,7 @@ def sample(model, init, schedule: Schedule, num_steps: int, method: str = "bdia"
         method_opts, run_opts = _split_options(record, options, inverting=False)
         latents = (_check_tensor("init", init),)
         ts = _grid(schedule, num_steps, num_steps)
+    _check_schedule_for(record, schedule, num_steps)
     _check_prediction(record, model)
     lattice = _lattice_for(record, method_opts, latents[0].dtype, schedule, num_steps)
     if lattice is not None:

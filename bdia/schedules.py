@@ -28,7 +28,7 @@ import torch
 from .errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["Level", "Schedule", "VPSchedule", "EDMSchedule", "karras_sigmas", "SPACINGS", "betas_from_config",
-           "STABLE_DIFFUSION_CONFIG"]
+           "STABLE_DIFFUSION_CONFIG", "check_num_steps", "edm_variables"]
 
 #: Grid spacings a :class:`VPSchedule` understands; the first three follow diffusers' names.
 SPACINGS = ("trailing", "leading", "linspace", "karras")
@@ -56,7 +56,7 @@ def karras_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 8
 
     The sampler's final point ``sigma = 0`` is not included.
     """
-    _check_num_steps(num_steps)
+    check_num_steps(num_steps)
     if not 0 < sigma_min < sigma_max:
         raise InvalidValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
     if num_steps == 1:
@@ -66,7 +66,8 @@ def karras_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 8
     return (sigma_max**inv_rho + ramp * (sigma_min**inv_rho - sigma_max**inv_rho)) ** rho
 
 
-def _check_num_steps(num_steps) -> None:
+def check_num_steps(num_steps) -> None:
+    """An error unless ``num_steps`` is an integer of at least 1."""
     if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
         raise InvalidTypeError(f"num_steps must be an integer, got {num_steps!r}")
     if num_steps < 1:
@@ -113,8 +114,20 @@ def betas_from_config(config) -> torch.Tensor:
     return betas
 
 
+def edm_variables(level: Level) -> tuple[float, float]:
+    """``(sigma / alpha, alpha)``: EDM space, ``x = z / alpha`` against ``s = sigma / alpha``, where a DDIM step is an
+    Euler step of ``dx/ds = eps``."""
+    return level.edm_sigma, level.alpha
+
+
 class Schedule(ABC):
     """The interface the samplers use; see the module docstring."""
+
+    def euler_variables(self, level: Level) -> tuple[float, float]:
+        """``(lam, scale)``: the time variable ``lam`` and the state scale (``x = z / scale``) in which a DDIM step is an
+        Euler step; second-order rules built on step sizes in ``lam`` (O-BELM) use them. EDM space by default
+        (:func:`edm_variables`); a rectified flow uses its own ``(t, 1)``, which stays finite at ``t = 1``."""
+        return edm_variables(level)
 
     @abstractmethod
     def alpha(self, t):
@@ -297,7 +310,7 @@ class VPSchedule(Schedule):
 
     # -- grids --------------------------------------------------------------------------------
     def timesteps(self, num_steps: int) -> torch.Tensor:
-        _check_num_steps(num_steps)
+        check_num_steps(num_steps)
         T = self.num_train_timesteps
         if self.spacing == "karras":
             s_min = float(self.edm_sigma(0.0))

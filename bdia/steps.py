@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .errors import InvalidValueError
-from .schedules import Level
+from .schedules import Level, edm_variables
 
 __all__ = [
     "x0_prediction",
@@ -212,18 +212,22 @@ def edict_inverse_step(x: Tensor, y: Tensor, eps_fn: EpsFn, level: Level, target
     return edict_inverse_coupling(x, y, lambda z, other: ddim_step(z, eps_fn(other), target, level), p, swap)
 
 
-def obelm_gamma(level_noisier: Level, level: Level, level_cleaner: Level) -> float:
-    """O-BELM's weight of the carried state ``z_{i+1}``: ``(h_i / h_{i+1})^2 alpha_{i-1} / alpha_{i+1}``, with the
-    EDM-space step sizes ``h_i = s_i - s_{i-1}``, ``h_{i+1} = s_{i+1} - s_i`` (``s = sigma / alpha``).
+def obelm_gamma(level_noisier: Level, level: Level, level_cleaner: Level,
+                variables: Callable[[Level], tuple[float, float]] = edm_variables) -> float:
+    """O-BELM's weight of the carried state ``z_{i+1}``: ``(h_i / h_{i+1})^2 scale_{i-1} / scale_{i+1}``, with the step
+    sizes ``h_i = lam_i - lam_{i-1}``, ``h_{i+1} = lam_{i+1} - lam_i`` in the ``variables`` where DDIM is Euler:
+    by default EDM space, ``lam = sigma / alpha`` and ``scale = alpha`` (a rectified flow passes its ``(t, 1)``,
+    :meth:`bdia.schedules.Schedule.euler_variables`).
 
     O-BELM (Wang et al. 2024) is BDIA-DDIM with this step-dependent ``gamma``: its update
     ``(h_i^2/h_{i+1}^2)(alpha_{i-1}/alpha_{i+1}) z_{i+1} + ((h_{i+1}^2 - h_i^2)/h_{i+1}^2)(alpha_{i-1}/alpha_i) z_i
     - (h_i (h_i + h_{i+1}) / h_{i+1}) alpha_{i-1} eps`` equals :func:`bdia_step` with ``gamma = obelm_gamma``.
     Since it is not 1, O-BELM's carried state cannot live on a lattice.
     """
-    h = level.edm_sigma - level_cleaner.edm_sigma
-    h_noisier = level_noisier.edm_sigma - level.edm_sigma
-    return (h / h_noisier) ** 2 * level_cleaner.alpha / level_noisier.alpha
+    (lam_noisier, scale_noisier), (lam, _), (lam_cleaner, scale_cleaner) = (
+        variables(lvl) for lvl in (level_noisier, level, level_cleaner))
+    h, h_noisier = lam - lam_cleaner, lam_noisier - lam
+    return (h / h_noisier) ** 2 * scale_cleaner / scale_noisier
 
 
 def obelm_step(z_noisier: Tensor, z: Tensor, eps: Tensor, level_noisier: Level, level: Level,

@@ -6,6 +6,8 @@ book measures against :func:`bdia.ode.solve_probability_flow`.
 * :class:`GaussianMixture`: ``x ~ sum_k w_k N(mu_k, s_k^2 I)``. Diffused by eq. (1), ``z_t`` is again
   a mixture, ``sum_k w_k N(alpha mu_k, (alpha^2 s_k^2 + sigma^2) I)``, so its score and the optimal
   noise predictor ``eps(z, t) = -sigma_t grad log p_t(z)`` are exact.
+  Under a rectified flow's linear path (``alpha = 1 - t``, ``sigma = t``) the same posterior gives the
+  exact velocity ``E[eps - x | z]`` (:meth:`GaussianMixture.velocity_model`).
 * :func:`ideal_denoiser`: the same with ``s_k = 0`` and one component per data point: the exact
   predictor for a finite data set (e.g. ``sklearn.datasets.load_digits``), whose samples are
   the data points themselves.
@@ -110,6 +112,21 @@ class GaussianMixture:
 
         model.mixture, model.schedule = self, schedule
         return model
+
+    def velocity(self, z: Tensor, alpha: float, sigma: float) -> Tensor:
+        """Exact velocity ``E[eps - x | z]`` at level ``(alpha, sigma)``: ``dz/dt`` of a rectified flow's linear path."""
+        return self.eps(z, alpha, sigma) - self.posterior_mean(z, alpha, sigma)
+
+    def velocity_model(self, schedule: Schedule):
+        """The exact velocity model ``model(z, t) -> v`` of the mixture under ``schedule`` (a
+        :class:`~bdia.flow.FlowMatchSchedule`, whose path is linear), declared as such (:func:`bdia.from_velocity`)."""
+        from .flow import from_velocity
+
+        def model(z: Tensor, t) -> Tensor:
+            lvl = schedule.level(t)
+            return self.velocity(z, lvl.alpha, lvl.sigma)
+
+        return from_velocity(model, schedule)
 
     def denoiser(self):
         """The exact EDM denoiser ``D(x, sigma) = E[x0 | x0 + sigma n]`` (``alpha = 1``)."""

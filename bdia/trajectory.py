@@ -49,8 +49,11 @@ class Trajectory:
                  data_rms: float | None = None):
         self.model, self.method, self.direction = model, method, direction
         self.prediction = prediction_config(model)
+        self.schedule = schedule
         self.ts = [float(t) for t in ts]
         self.levels = [schedule.level(t) for t in self.ts]
+        #: the variables in which DDIM is Euler, for rules built on step sizes (O-BELM)
+        self.euler_variables = schedule.euler_variables
         self.callback = callback
         self.states: list[Tensor] | None = [] if keep_states else None
         self.bar = tqdm(total=len(self.ts) - 1, desc=f"{method} {direction}", disable=not progress, leave=False)
@@ -62,8 +65,12 @@ class Trajectory:
     # -- the network ------------------------------------------------------------------------------------
     def output(self, z: Tensor, j: int) -> Tensor:
         """The network's output at ``(z, t_j)``, checked and in the dtype of ``z``."""
+        return self.output_at(z, self.ts[j])
+
+    def output_at(self, z: Tensor, t: float) -> Tensor:
+        """The network's output at ``(z, t)`` for any timestep ``t`` of the schedule (a midpoint, say)."""
         try:
-            out = self.model(z, self.ts[j])
+            out = self.model(z, t)
         except RuntimeError as error:
             if "dtype" in str(error) or "Half" in str(error) or "Double" in str(error):
                 raise InvalidTypeError(

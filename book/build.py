@@ -107,9 +107,13 @@ def _parameter(text: str) -> tuple[str, object]:
 
 def execute(profile: str, device: str, only: list[str] | None, out: Path | None = None,
             parameters: dict | None = None) -> int:
+    import os
+
     import nbformat
     import papermill
 
+    # the kernels inherit this: a page shows the experiment, not transformers' notices about optional backends
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     root = EXECUTED if out is None else Path(out)
     out_dir = root / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -158,7 +158,7 @@ def test_the_core_imports_and_round_trips_without_the_optional_packages():
         "mixture = GaussianMixture(torch.randn(4, 2, dtype=torch.float64), std=0.3)\n"
         "model = mixture.eps_model(schedule)\n"
         "x0 = mixture.sample(32)\n"
-        "for method in bdia.INVERTIBLE_METHODS:\n"
+        "for method in [m for m in bdia.INVERTIBLE_METHODS if not bdia.REGISTRY[m].schedules]:\n"
         "    state = bdia.invert(model, x0, schedule, 20, method)\n"
         "    err = (bdia.sample(model, state, schedule, 20, method) - x0).norm() / x0.norm()\n"
         "    assert method == 'ddim' or err < 1e-10, (method, err)\n"

@@ -253,3 +253,30 @@ def test_chapter_6_cost():
         assert f"takes {g['ch6_edict_ratio']:.2f} times as long as DDIM's" in verdict
         assert ("more than one and a half" in verdict) == (g["ch6_edict_ratio"] > 1.5)
         assert f"BDIA's takes {g['ch6_bdia_ratio']:.2f} times DDIM's" in verdict
+
+
+def test_chapter_7_rectified_flow():
+    nb = load("07_rectified_flow")
+    g, md = glued(nb), glued_markdown(nb)
+    errors, orders = g["ch7_errors"], g["ch7_orders"]
+    best = min(errors, key=errors.get)
+    names = {"fireflow": "FireFlow", "midpoint": "the midpoint rule (RF-Solver)", "obelm": "O-BELM", "ddim": "Euler"}
+    assert f"{names.get(best, best)} is the most accurate" in md["ch7_accuracy_verdict"]
+    # second order where the theory says so, first for Euler; the sentence says where BDIA loses
+    assert orders["midpoint"] > 1.6 and orders["obelm"] > 1.6 and orders["ddim"] < 1.2
+    if all(errors[m] > errors[best] for m in errors if m.startswith("bdia")):
+        assert "less accurate than" in md["ch7_accuracy_verdict"]
+    trips = g["ch7_round_trips"]["float64"]
+    assert trips["bdia (γ=1)"] < 1e-12 and trips["edict"] < 1e-12 and trips["bdia (γ=1, lattice=True)"] == 0.0
+    assert all(trips[m] > 1e-3 for m in ("ddim", "midpoint", "fireflow"))
+    exact = [m for m in ("bdia (γ=1)", "bdia (γ=0.96)", "bdia (γ=0.8)", "bdia (γ=0.5)", "obelm", "edict",
+                         "bdia (γ=1, lattice=True)") if trips[m] < 1e-12]
+    assert md["ch7_round_trip_verdict"].startswith(f"{'All ' if len(exact) == 7 else ''}{len(exact)} of the 7")
+    growth = g["ch7_growth"]
+    for measured, theory in zip(growth["measured growth per step"], growth["theory |r|"]):
+        assert measured == pytest.approx(theory, rel=0.02) and measured > 1
+    pipeline = g["ch7_pipeline"]
+    for family in ("SD3", "FLUX"):
+        assert pipeline[family]["bdia (γ=1)"] < 1e-10 and pipeline[family]["edict"] < 1e-10
+        assert pipeline[family]["ddim"] > 1e-6
+    assert "Euler and FireFlow miss" in md["ch7_pipeline_verdict"]

@@ -103,3 +103,27 @@ def test_standins_command(tmp_path, capsys, monkeypatch):
     blocker.write_text("")
     assert main(["standins", "--out", str(blocker / "x")]) == 2
     assert "cannot create" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model, low, high", [("SD35_MEDIUM", 2.0e9, 2.6e9), ("FLUX_DEV", 11.5e9, 12.2e9)])
+def test_the_published_flow_transformers_build_and_take_the_adapters_inputs(model, low, high):
+    """Chapter 7's paper profile: the published SD3.5 Medium and FLUX.1-dev transformers, built from their configs on
+    the meta device (no memory), have the published sizes, and the grids their schedulers describe are the core's."""
+    import diffusers
+
+    import bdia
+
+    config = getattr(standins, f"{model}_TRANSFORMER")
+    cls = getattr(diffusers, config["_class_name"])
+    with torch.device("meta"):
+        transformer = cls(**{k: v for k, v in config.items() if not k.startswith("_")})
+    assert low < sum(p.numel() for p in transformer.parameters()) < high
+    vae = getattr(standins, f"{model}_VAE")
+    packed = 4 if model == "FLUX_DEV" else 1  # FLUX packs 2x2 latents into its tokens
+    assert transformer.config.in_channels == vae["latent_channels"] * packed
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(**{k: v for k, v in getattr(
+        standins, f"{model}_SCHEDULER").items() if not k.startswith("_")})
+    mu = 1.15 if scheduler.config.use_dynamic_shifting else None
+    scheduler.set_timesteps(28, mu=mu)
+    ours = bdia.FlowMatchSchedule.from_diffusers_config(scheduler.config, mu=mu)
+    assert ours.timesteps(28).tolist() == scheduler.sigmas.double().tolist()

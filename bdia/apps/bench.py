@@ -14,7 +14,10 @@ Models (all offline unless noted): ``gmm2d`` (exact 2-D mixture), ``digits-ideal
 denoiser of sklearn's digits), ``digits-unet`` (the shipped trained digits DDPM), ``tiny-sd`` (the
 miniature Stable Diffusion UNet with a prompt and guidance 3), ``sd-unet`` (the UNet of Stable Diffusion
 1.5, ``stable-diffusion-v1-5/stable-diffusion-v1-5``, 64x64x4 latents = 512x512 images, with fixed random
-text embeddings and guidance 3: from the hub, or its stand-in offline; slow on a CPU, meant for a GPU).
+text embeddings and guidance 3: from the hub, or its stand-in offline; slow on a CPU, meant for a GPU), and
+the rectified flows: ``gmm2d-flow`` (the exact 2-D mixture under SD3's flow grid), ``tiny-sd3`` and ``tiny-flux``
+(the miniature SD3 and FLUX transformers on the cat photo's latent). On a flow ``ddim`` is Euler, and the
+methods that run on flows only (``midpoint``, ``fireflow``) are measured there and skipped elsewhere.
 """
 
 from __future__ import annotations
@@ -117,14 +120,37 @@ def build_model(name: str, device="cpu", network_dtype: torch.dtype = torch.floa
         return BenchModel(name, _TextUNet(unet, emb, 3.0), latent, VPSchedule.stable_diffusion(),
                           f"SD 1.5 UNet, {side}x{side}x4 latent ({8 * side}x{8 * side}), random text embeddings, "
                           "guidance 3", weights_label(SD_MODEL))
+    if name == "gmm2d-flow":
+        from ..flow import FlowMatchSchedule
+        from ..toy import two_moons_mixture
+
+        schedule = FlowMatchSchedule(shift=3.0)
+        mixture = two_moons_mixture(8, std=0.08)
+        return BenchModel(name, mixture.velocity_model(schedule), mixture.sample(256, generator=gen).to(device),
+                          schedule, "exact 2-D Gaussian mixture under a rectified flow (SD3's shift 3), 256 points")
+    if name in ("tiny-sd3", "tiny-flux"):
+        from skimage import data as skdata
+
+        from ..diffusers import (BDIAFlowEditPipeline, FluxVelocityModel, SD3VelocityModel, encode_image, tiny_flux,
+                                 tiny_stable_diffusion_3)
+
+        flux = name == "tiny-flux"
+        pipe = (tiny_flux if flux else tiny_stable_diffusion_3)(seed=seed, device=device, dtype=network_dtype)
+        latent = encode_image(pipe, skdata.chelsea(), dtype=torch.float64)
+        model = (FluxVelocityModel(pipe, "a photo of a cat", 3.5, max_sequence_length=32) if flux else
+                 SD3VelocityModel(pipe, "a photo of a cat", guidance_scale=3.0))
+        return BenchModel(name, model, latent, BDIAFlowEditPipeline(pipe).schedule(latent.shape),
+                          f"miniature {'FLUX' if flux else 'SD3'} transformer, 16x16x4 latent, "
+                          f"{'distilled guidance 3.5' if flux else 'guidance 3'}", "random (miniature pipeline)")
     raise InvalidValueError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
 
 
 class _FreeModel:
-    """A network that costs nothing: returns a fixed eps, so only the sampler's arithmetic is timed."""
+    """A network that costs nothing: returns a fixed output (of the real model's kind), so only the sampler's
+    arithmetic is timed."""
 
-    def __init__(self, eps: torch.Tensor):
-        self.eps = eps
+    def __init__(self, eps: torch.Tensor, prediction=None):
+        self.eps, self.prediction = eps, prediction
 
     def __call__(self, z, t):
         return self.eps
@@ -205,15 +231,17 @@ def run_benchmark(models=("gmm2d",), methods=DEFAULT_METHODS, dtypes=("float32",
             if net_name != built_for:
                 bench, built_for = build_model(name, device=device, network_dtype=getattr(torch, net_name)), net_name
             data = bench.data.to(getattr(torch, dtype_name))
-            free = _FreeModel(bench.model(data, float(bench.schedule.timesteps(2)[0])))
+            free = _FreeModel(bench.model(data, float(bench.schedule.timesteps(2)[0])),
+                              getattr(bench.model, "prediction", None))
+            runnable = [s for s in specs if not s.record.schedules or isinstance(bench.schedule, s.record.schedules)]
             for n in step_counts:
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
-                trips, times = _interleaved_times(bench.model, data, bench.schedule, n, specs, repeats)
+                trips, times = _interleaved_times(bench.model, data, bench.schedule, n, runnable, repeats)
                 peak = torch.cuda.max_memory_allocated(device) if cuda else None
-                _, free_times = _interleaved_times(free, data, bench.schedule, n, specs, repeats)
+                _, free_times = _interleaved_times(free, data, bench.schedule, n, runnable, repeats)
                 block = []
-                for spec in specs:
+                for spec in runnable:
                     trip, t = trips[str(spec)], times[str(spec)]
                     block.append({
                         "model": name, "model_description": bench.description, "weights": bench.weights,

@@ -31,7 +31,8 @@ import torch
 
 __all__ = ["MARKER", "STANDIN_LABEL", "TRAINED_LABEL", "SD_MODEL", "CIFAR10_MODEL", "REPOSITORIES", "SOURCES",
            "write_standins", "write_detector", "write_reference", "weights_label", "is_standin", "definition_hash",
-           "environment"]
+           "environment", "SD35_MEDIUM_MODEL", "FLUX_DEV_MODEL", "SD35_MEDIUM_TRANSFORMER", "SD35_MEDIUM_SCHEDULER",
+           "SD35_MEDIUM_VAE", "FLUX_DEV_TRANSFORMER", "FLUX_DEV_SCHEDULER", "FLUX_DEV_VAE"]
 
 MARKER = "bdia-standin.json"
 STANDIN_LABEL = "stand-in (random)"
@@ -102,6 +103,30 @@ CIFAR10_SCHEDULER = {
 CIFAR10_MODEL_INDEX = {"_class_name": "DDPMPipeline", "scheduler": ["diffusers", "DDPMScheduler"],
                        "unet": ["diffusers", "UNet2DModel"]}
 
+# The rectified-flow models of chapter 7's paper profile: their transformers are too large to write as stand-ins
+# here (2.5 and 12 billion parameters), so tests build them from these configs on PyTorch's meta device instead.
+SD35_MEDIUM_MODEL = "stabilityai/stable-diffusion-3.5-medium"
+FLUX_DEV_MODEL = "black-forest-labs/FLUX.1-dev"
+SD35_MEDIUM_TRANSFORMER = {
+    "_class_name": "SD3Transformer2DModel", "attention_head_dim": 64, "caption_projection_dim": 1536,
+    "dual_attention_layers": list(range(13)), "in_channels": 16, "joint_attention_dim": 4096,
+    "num_attention_heads": 24, "num_layers": 24, "out_channels": 16, "patch_size": 2, "pooled_projection_dim": 2048,
+    "pos_embed_max_size": 384, "qk_norm": "rms_norm", "sample_size": 128,
+}
+SD35_MEDIUM_SCHEDULER = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
+SD35_MEDIUM_VAE = {"latent_channels": 16, "scaling_factor": 1.5305, "shift_factor": 0.0609}
+FLUX_DEV_TRANSFORMER = {
+    "_class_name": "FluxTransformer2DModel", "attention_head_dim": 128, "axes_dims_rope": [16, 56, 56],
+    "guidance_embeds": True, "in_channels": 64, "joint_attention_dim": 4096, "num_attention_heads": 24,
+    "num_layers": 19, "num_single_layers": 38, "patch_size": 1, "pooled_projection_dim": 768,
+}
+FLUX_DEV_SCHEDULER = {
+    "_class_name": "FlowMatchEulerDiscreteScheduler", "base_image_seq_len": 256, "base_shift": 0.5,
+    "max_image_seq_len": 4096, "max_shift": 1.15, "num_train_timesteps": 1000, "shift": 3.0,
+    "use_dynamic_shifting": True,
+}
+FLUX_DEV_VAE = {"latent_channels": 16, "scaling_factor": 0.3611, "shift_factor": 0.1159}
+
 SOURCES = {
     SD_MODEL: ("unet/config.json, vae/config.json, text_encoder/config.json, tokenizer/tokenizer_config.json, "
                "scheduler/scheduler_config.json and model_index.json of the Hugging Face repository "
@@ -114,6 +139,13 @@ SOURCES = {
                "checker named in model_index.json is not written (the paper code loads with safety_checker=None)."),
     CIFAR10_MODEL: ("config.json, scheduler_config.json and model_index.json of the Hugging Face repository "
                     "google/ddpm-cifar10-32, cross-checked against a public copy of its UNet config."),
+    SD35_MEDIUM_MODEL: ("transformer/config.json, scheduler/scheduler_config.json and the VAE factors of the Hugging "
+                        "Face repository stabilityai/stable-diffusion-3.5-medium (MMDiT-X: 24 layers, dual attention "
+                        "in layers 0-12, QK RMS norm), cross-checked against public re-implementations of SD3.5 Medium."),
+    FLUX_DEV_MODEL: ("transformer/config.json, scheduler/scheduler_config.json and the VAE factors of the Hugging Face "
+                     "repository black-forest-labs/FLUX.1-dev (19 double and 38 single blocks, 3072 = 24 x 128 hidden, "
+                     "rope axes 16/56/56, guidance embedding), cross-checked against Black Forest Labs' flux-dev "
+                     "parameters as public re-implementations state them."),
     "detector": ("call signature of NVlabs' TorchScript translation of TF-FID's Inception-v3 "
                  "(stylegan2-ada-pytorch metrics/inception-2015-12-05.pt; EDM's fid.py uses the same network "
                  "as a pickle): uint8 images (N, 3, H, W) in, (N, 2048) float32 features out with "

@@ -8,7 +8,7 @@ from __future__ import annotations
 __all__ = ["BENCH_MODELS", "BENCH_DTYPES", "DEFAULT_METHODS", "DEFAULT_BENCH_MODELS", "DEFAULT_STEPS"]
 
 #: the models a benchmark row can run (see :func:`bdia.apps.bench.build_model`)
-BENCH_MODELS = ("gmm2d", "digits-ideal", "digits-unet", "tiny-sd", "sd-unet")
+BENCH_MODELS = ("gmm2d", "digits-ideal", "digits-unet", "tiny-sd", "sd-unet", "gmm2d-flow", "tiny-sd3", "tiny-flux")
 #: the latent dtypes a row can use
 BENCH_DTYPES = ("float16", "bfloat16", "float32", "float64")
 #: the methods measured unless others are asked for

@@ -11,18 +11,24 @@ predictions, updates, the lattice, the warnings) and honours diffusers' own cont
   standard pipeline, and its inversion for a custom loop;
 * :class:`BDIAEditPipeline`: a Stable Diffusion pipeline that inverts real images and regenerates or
   edits them exactly;
+* :class:`BDIAFlowMatchScheduler`, :class:`BDIAFlowMatchInverseScheduler`, :class:`BDIAFlowEditPipeline`: the
+  same for rectified-flow pipelines (Stable Diffusion 3, FLUX), with :class:`SD3VelocityModel` and
+  :class:`FluxVelocityModel`;
 * :func:`prepare_image`, :func:`encode_image`, :func:`decode_latents`: images in and out of the VAE's
   latent space;
-* :func:`tiny_stable_diffusion`: a miniature, randomly initialised Stable Diffusion pipeline built in
-  code, for tests and the ``ci`` profile.
+* :func:`tiny_stable_diffusion`, :func:`tiny_stable_diffusion_3`, :func:`tiny_flux`: miniature, randomly
+  initialised pipelines built in code, for tests and the ``ci`` profile.
 """
 
+from .flow_models import FluxVelocityModel, SD3VelocityModel
+from .flow_pipeline import BDIAFlowEditPipeline
+from .flow_scheduler import BDIAFlowMatchInverseScheduler, BDIAFlowMatchScheduler
 from .images import decode_latents, encode_image, pipeline_resolution, prepare_image
 from .loading import ModelNotAvailableError, cast_network, cast_pipeline, load_pipeline, load_unet, network_copy
 from .models import StableDiffusionEpsModel, UNetEpsModel, classifier_free_guidance, schedule_from_scheduler
 from .pipeline import BDIAEditPipeline
 from .scheduler import BDIAInverseScheduler, BDIAScheduler
-from .tiny import tiny_stable_diffusion
+from .tiny import tiny_flux, tiny_stable_diffusion, tiny_stable_diffusion_3
 
 __all__ = [
     "load_unet",
@@ -43,4 +49,11 @@ __all__ = [
     "pipeline_resolution",
     "prepare_image",
     "tiny_stable_diffusion",
+    "BDIAFlowMatchScheduler",
+    "BDIAFlowMatchInverseScheduler",
+    "BDIAFlowEditPipeline",
+    "SD3VelocityModel",
+    "FluxVelocityModel",
+    "tiny_stable_diffusion_3",
+    "tiny_flux",
 ]

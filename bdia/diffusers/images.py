@@ -18,12 +18,27 @@ from torch import Tensor
 
 from ..errors import InvalidTypeError, InvalidValueError, MissingFileError
 
-__all__ = ["pipeline_resolution", "prepare_image", "encode_image", "decode_latents"]
+__all__ = ["pipeline_resolution", "size_multiple", "prepare_image", "encode_image", "decode_latents"]
+
+
+def _denoiser(pipe):
+    """The pipeline's UNet or transformer."""
+    return pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
 
 
 def pipeline_resolution(pipe) -> int:
-    """Image side length the pipeline's UNet was built for (``sample_size * vae_scale_factor``)."""
-    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+    """Image side length the pipeline was built for: its UNet's or transformer's ``sample_size`` (FLUX: its
+    ``default_sample_size``) times the VAE's downsampling."""
+    size = getattr(_denoiser(pipe).config, "sample_size", None) or pipe.default_sample_size
+    return int(size) * int(pipe.vae_scale_factor)
+
+
+def size_multiple(pipe) -> int:
+    """Image sides must be multiples of this: a UNet's downsampling (8) or a transformer's patch, times the VAE's
+    (FLUX also packs 2x2 latents, which its image processor's factor includes)."""
+    if getattr(pipe, "unet", None) is not None:
+        return int(pipe.vae_scale_factor) * 8
+    return int(pipe.image_processor.config.vae_scale_factor) * int(pipe.transformer.config.patch_size)
 
 
 def _as_pil_or_tensor(image):
@@ -62,7 +77,7 @@ def prepare_image(pipe, image, resize: bool = True, size: int | None = None) -> 
     ``resize=False``; a tensor must already have that size.
     """
     side = pipeline_resolution(pipe) if size is None else int(size)
-    step = int(pipe.vae_scale_factor) * 8
+    step = size_multiple(pipe)
     if side < step or side % step:
         raise InvalidValueError(f"image size {side} must be a positive multiple of {step} for this pipeline")
     image = _as_pil_or_tensor(image)
@@ -81,14 +96,17 @@ def prepare_image(pipe, image, resize: bool = True, size: int | None = None) -> 
 @torch.no_grad()
 def encode_image(pipe, image, dtype: torch.dtype = torch.float64, resize: bool = True,
                  size: int | None = None) -> Tensor:
-    """VAE latent of an image (path, PIL, array or tensor), scaled by the VAE's scaling factor, in ``dtype``."""
+    """VAE latent of an image (path, PIL, array or tensor) as the pipeline's denoiser sees it, in ``dtype``: the mean of
+    the VAE's latent distribution, shifted by its ``shift_factor`` (SD3, FLUX) and scaled by its ``scaling_factor``."""
     x = prepare_image(pipe, image, resize, size).to(device=pipe.vae.device, dtype=pipe.vae.dtype)
-    latent = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
+    shift = getattr(pipe.vae.config, "shift_factor", None) or 0.0
+    latent = (pipe.vae.encode(x).latent_dist.mean - shift) * pipe.vae.config.scaling_factor
     return latent.to(dtype)
 
 
 @torch.no_grad()
 def decode_latents(pipe, latents: Tensor, output_type: str = "pil"):
     """Images of latents through the VAE and the pipeline's image processor (``"pil"``, ``"np"`` or ``"pt"``)."""
-    image = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
+    shift = getattr(pipe.vae.config, "shift_factor", None) or 0.0
+    image = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor + shift, return_dict=False)[0]
     return pipe.image_processor.postprocess(image, output_type=output_type, do_denormalize=[True] * len(image))
