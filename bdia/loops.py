@@ -17,11 +17,13 @@ from typing import Callable
 from torch import Tensor
 
 from . import steps
+from .errors import InvalidValueError
 from .trajectory import Trajectory
 
 __all__ = ["sample_ddim", "invert_ddim", "sample_edict", "invert_edict", "sample_bdia", "invert_bdia",
            "sample_obelm", "invert_obelm", "sample_heun", "sample_bdia_edm", "invert_bdia_edm", "sample_midpoint",
-           "invert_midpoint", "sample_fireflow", "invert_fireflow"]
+           "invert_midpoint", "sample_fireflow", "invert_fireflow", "invert_null_text", "invert_negative_prompt",
+           "sample_with_null_embeddings"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -235,3 +237,77 @@ def sample_fireflow(traj: Trajectory, latents, opts):
 
 def invert_fireflow(traj: Trajectory, x0: Tensor, opts):
     return (_midpoint_walk(traj, x0, reuse=True),)
+
+
+# ---------------------------------------------------------------------------------------------------
+# what image editors pick instead: a guided model whose unconditional embedding is replaced per step
+
+
+def _pivot(traj: Trajectory, x0: Tensor) -> list:
+    """DDIM inversion (eq. 10) at guidance 1, the conditional branch alone: the states ``z_0 .. z_K``."""
+    lv, states, z = traj.levels, [x0], x0
+    for j in range(len(lv) - 1):
+        z = steps.ddim_step(z, traj.conditional(z, j + 1), lv[j], lv[j + 1])
+        traj.done(j, j + 1, z)
+        states.append(z)
+    return states
+
+
+def invert_null_text(traj: Trajectory, x0: Tensor, opts):
+    """Null-text inversion (Mokady et al. 2023): the pivot is DDIM inversion at guidance 1; then, from the noisy end,
+    the unconditional embedding of each step is optimised (Adam, ``inner_steps`` at a learning rate ``lr`` decaying
+    with the step, stopped early below ``early_stop``) so that the guided DDIM step from the current state lands on
+    the pivot's next state. The embeddings, in sampling order, go into the state's ``extras``."""
+    import torch
+
+    lv, pivot = traj.levels, _pivot(traj, x0)
+    K = len(lv) - 1
+    null = traj.model.null_embedding(x0.shape[0]).detach()
+    w = float(traj.model.guidance_scale)
+    z, nulls, backward = pivot[K], [], 0
+    for i, j in enumerate(range(K, 0, -1)):
+        eps_c = traj.conditional(z, j).detach()
+        null = null.clone().requires_grad_(True)
+        optimiser = torch.optim.Adam([null], lr=opts["lr"] * (1.0 - i / 100.0))
+        for _ in range(opts["inner_steps"]):
+            with torch.enable_grad():
+                eps_u = traj.unconditional(z, j, null)
+                landed = steps.ddim_step(z, eps_u + w * (eps_c - eps_u), lv[j], lv[j - 1])
+                loss = torch.nn.functional.mse_loss(landed, pivot[j - 1])
+                optimiser.zero_grad()
+                loss.backward()
+            optimiser.step()
+            backward += 1
+            if loss.item() < opts["early_stop"] + i * 2e-5:
+                break
+        null = null.detach()
+        nulls.append(null)
+        z = steps.ddim_step(z, traj.guided(z, j, null), lv[j], lv[j - 1])
+    traj.extras.update(null_embeddings=tuple(nulls), backward_passes=backward, forward_passes=traj.forward_passes)
+    return (pivot[K],)
+
+
+def invert_negative_prompt(traj: Trajectory, x0: Tensor, opts):
+    """Negative-prompt inversion (Miyake et al. 2023): DDIM inversion at guidance 1, and the source condition's own
+    embedding as every step's unconditional embedding, with no optimisation."""
+    pivot = _pivot(traj, x0)
+    source = traj.model.conditional_embedding(x0.shape[0]).detach()
+    traj.extras.update(null_embeddings=(source,) * (len(traj.levels) - 1), backward_passes=0,
+                       forward_passes=traj.forward_passes)
+    return (pivot[-1],)
+
+
+def sample_with_null_embeddings(traj: Trajectory, latents, opts):
+    """Guided DDIM with the per-step unconditional embeddings of a null-text or negative-prompt inversion (from the
+    state), or the model's own null embedding when sampling from noise."""
+    (z,) = latents
+    lv = traj.levels
+    nulls = traj.extras.get("null_embeddings")
+    if nulls is None:
+        nulls = (traj.model.null_embedding(z.shape[0]),) * (len(lv) - 1)
+    if len(nulls) != len(lv) - 1:
+        raise InvalidValueError(f"the state holds {len(nulls)} null embeddings for {len(lv) - 1} steps")
+    for j in range(len(lv) - 1):
+        z = steps.ddim_step(z, traj.guided(z, j, nulls[j]), lv[j], lv[j + 1])
+        traj.done(j, j + 1, z)
+    return z

@@ -67,6 +67,24 @@ def _check_p(value, resolved: dict) -> float:
     return float(value)
 
 
+def _positive_int(name):
+    def check(value, resolved: dict) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
+            raise InvalidValueError(f"{name} must be a positive integer, got {value!r}")
+        return int(value)
+
+    return check
+
+
+def _positive_float(name):
+    def check(value, resolved: dict) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise InvalidValueError(f"{name} must be a positive number, got {value!r}")
+        return float(value)
+
+    return check
+
+
 def _check_leapfrog(value, resolved: dict) -> bool:
     if not isinstance(value, bool):
         raise InvalidTypeError(f"leapfrog must be True or False, got {value!r}")
@@ -87,6 +105,11 @@ GAMMA = Option(1.0, _check_gamma, "BDIA's mixing weight in [0, 1] (paper eq. 29)
 LATTICE = Option(None, _check_lattice, "True or a spacing 2**-k: states on a dyadic lattice, bit-exact (gamma = 1)")
 P = Option(0.93, _check_p, "EDICT's mixing weight in (0, 1]")
 LEAPFROG = Option(True, _check_leapfrog, "EDICT: swap the half-steps' order on every other step (reference code)")
+
+
+INNER_STEPS = Option(10, _positive_int("inner_steps"), "null-text: Adam steps per diffusion step")
+LR = Option(1e-2, _positive_float("lr"), "null-text: Adam's learning rate at the noisy end (decays by 1% a step)")
+EARLY_STOP = Option(1e-5, _positive_float("early_stop"), "null-text: stop a step's optimisation below this loss")
 
 
 @dataclass(frozen=True)
@@ -134,6 +157,10 @@ class Method:
     amplification: Callable[..., float] = lambda num_inverted_steps, options, levels, variables: 1.0
     #: the schedule classes it runs on (empty: any); RF-Solver and FireFlow evaluate the network at the data end
     schedules: tuple = ()
+    #: whether it replaces a guided model's unconditional embedding (the model must offer the branches)
+    needs_guided_model: bool = False
+    #: whether ``calls.invert`` is an upper bound (an optimisation that may stop early) rather than the count
+    invert_calls_at_most: bool = False
 
     @property
     def invertible(self) -> bool:
@@ -279,6 +306,20 @@ REGISTRY: dict[str, Method] = {
         "calls, approximate inversion", sample=loops.sample_fireflow, invert=loops.invert_fireflow,
         calls=Calls(sample=_per_step(1, -1), invert=_per_step(1, -1), reconstruct=_per_step(1, -1)), family="flow",
         limits_x0=False, schedules=(FlowMatchSchedule,)),
+    "null-text": Method(
+        "null-text", "null-text inversion (Mokady et al. 2023): DDIM inversion at guidance 1, then each step's "
+        "unconditional embedding optimised to follow it; approximate", sample=loops.sample_with_null_embeddings,
+        invert=loops.invert_null_text,
+        calls=Calls(sample=_per_step(1), invert=lambda n: n + n * (INNER_STEPS.default + 2),
+                    reconstruct=_per_step(1)),
+        options={"inner_steps": INNER_STEPS, "lr": LR, "early_stop": EARLY_STOP}, limits_x0=False,
+        needs_guided_model=True, invert_calls_at_most=True),
+    "negative-prompt": Method(
+        "negative-prompt", "negative-prompt inversion (Miyake et al. 2023): DDIM inversion at guidance 1, the source "
+        "prompt as the negative prompt when regenerating; approximate", sample=loops.sample_with_null_embeddings,
+        invert=loops.invert_negative_prompt, calls=Calls(sample=_per_step(1), invert=_per_step(1),
+                                                         reconstruct=_per_step(1)),
+        limits_x0=False, needs_guided_model=True),
 }
 
 #: every method's name, in the registry's order

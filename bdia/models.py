@@ -36,6 +36,21 @@ class CountingModel:
         self.calls += 1
         return self.model(z, t)
 
+    def __getattr__(self, name):
+        """The wrapped model's other attributes; a guided model's branches (``conditional``, ``unconditional``,
+        ``guided``: null-text and negative-prompt inversion) are counted as one call each."""
+        if name == "model":
+            raise AttributeError(name)
+        attr = getattr(self.model, name)
+        if name not in ("conditional", "unconditional", "guided"):
+            return attr
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return attr(*args, **kwargs)
+
+        return counted
+
     def reset(self) -> None:
         self.calls = 0
 

@@ -67,6 +67,9 @@ class InversionState:
     noise_stats: dict = field(default_factory=dict)
     #: what the model was conditioned on (e.g. guidance scale, prompt fingerprint), for the adapters to check
     conditioning: dict = field(default_factory=dict)
+    #: what a method keeps beyond its latents: null-text's per-step unconditional embeddings (``null_embeddings``,
+    #: in sampling order) and its optimisation's network passes (``forward_passes``, ``backward_passes``)
+    extras: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.shape and self.latents:
@@ -160,6 +163,21 @@ def _check_schedule_for(record: Method, schedule: Schedule, num_steps: int) -> N
                                 "DDIM-family method (bdia, obelm, edict, ddim) there")
 
 
+#: what a model offers for the methods that replace its unconditional embedding
+GUIDED_MODEL_METHODS = ("conditional", "unconditional", "guided", "null_embedding", "conditional_embedding")
+
+
+def _check_guided_model(record: Method, model) -> None:
+    if not record.needs_guided_model:
+        return
+    missing = [name for name in GUIDED_MODEL_METHODS if not callable(getattr(model, name, None))]
+    if missing:
+        raise InvalidTypeError(
+            f"{record.name!r} replaces the unconditional embedding of a classifier-free-guided model: give a "
+            "bdia.diffusers.UNetEpsModel (with null_class) or StableDiffusionEpsModel, or a model with "
+            f"{', '.join(GUIDED_MODEL_METHODS)} (this one lacks {', '.join(missing)})")
+
+
 def _check_prediction(record: Method, model) -> None:
     if prediction_config(model).limits_x0 and not record.limits_x0:
         able = ", ".join(repr(name) for name, m in REGISTRY.items() if m.limits_x0)
@@ -234,6 +252,7 @@ def invert(model, x0: Tensor, schedule: Schedule, num_steps: int, method: str = 
     schedule = _check_schedule(schedule)
     _check_schedule_for(record, schedule, num_steps)
     _check_prediction(record, model)
+    _check_guided_model(record, model)
     strength = run_opts.pop("strength", 1.0)
     intervals = inverted_steps(strength, num_steps)
     if intervals < record.min_steps:
@@ -268,7 +287,7 @@ def invert(model, x0: Tensor, schedule: Schedule, num_steps: int, method: str = 
         warn_grown(method, traj.peak_ratio, x0.dtype, stacklevel=3)
     options_record = {**method_opts, **({"lattice": lattice} if lattice is not None else {})}
     state = InversionState(method, num_steps, options_record, grid, tuple(latents),
-                           levels=_levels_tensor(schedule, grid), noise_stats=noise_stats)
+                           levels=_levels_tensor(schedule, grid), noise_stats=noise_stats, extras=dict(traj.extras))
     return _finish(state, traj)
 
 
@@ -301,6 +320,7 @@ def sample(model, init, schedule: Schedule, num_steps: int, method: str = "bdia"
         ts = _grid(schedule, num_steps, num_steps)
     _check_schedule_for(record, schedule, num_steps)
     _check_prediction(record, model)
+    _check_guided_model(record, model)
     lattice = _lattice_for(record, method_opts, latents[0].dtype, schedule, num_steps)
     if lattice is not None:
         warn_nondeterministic(latents[0], stacklevel=3)
@@ -313,6 +333,8 @@ def sample(model, init, schedule: Schedule, num_steps: int, method: str = "bdia"
         else:
             latents = (lattice_round(latents[0], lattice),)
     traj = _trajectory(model, record, "sampling", ts, schedule, run_opts, lattice)
+    if isinstance(init, InversionState):
+        traj.extras = dict(init.extras)
     traj.start(latents[0])
     if len(latents) == 2 and record.state_span == 2:
         traj.start(latents[1])  # the pair covers t_K and t_{K-1}

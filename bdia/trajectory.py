@@ -61,6 +61,9 @@ class Trajectory:
         self.data_rms = data_rms
         self.peak_ratio = 0.0
         self.warned_dtype = False
+        #: what a loop hands the inversion state beyond its latents (null-text's embeddings), or reads from it
+        self.extras: dict = {}
+        self.forward_passes = 0  # counted by the guided-model calls (null-text, negative-prompt)
 
     # -- the network ------------------------------------------------------------------------------------
     def output(self, z: Tensor, j: int) -> Tensor:
@@ -69,8 +72,27 @@ class Trajectory:
 
     def output_at(self, z: Tensor, t: float) -> Tensor:
         """The network's output at ``(z, t)`` for any timestep ``t`` of the schedule (a midpoint, say)."""
+        return self._checked(lambda: self.model(z, t), z)
+
+    # -- guided models whose unconditional embedding can be replaced (null-text, negative-prompt inversion) ----
+    def conditional(self, z: Tensor, j: int) -> Tensor:
+        """The conditional branch alone at ``(z, t_j)`` (guidance 1): one network pass."""
+        self.forward_passes += 1
+        return self._checked(lambda: self.model.conditional(z, self.ts[j]), z)
+
+    def unconditional(self, z: Tensor, j: int, null_embedding: Tensor) -> Tensor:
+        """The unconditional branch at ``(z, t_j)`` with ``null_embedding`` (differentiable in it): one pass."""
+        self.forward_passes += 1
+        return self._checked(lambda: self.model.unconditional(z, self.ts[j], null_embedding), z)
+
+    def guided(self, z: Tensor, j: int, null_embedding: Tensor) -> Tensor:
+        """Classifier-free guidance at ``(z, t_j)`` against ``null_embedding``: one batched call (two passes)."""
+        self.forward_passes += 2
+        return self._checked(lambda: self.model.guided(z, self.ts[j], null_embedding), z)
+
+    def _checked(self, evaluate, z: Tensor) -> Tensor:
         try:
-            out = self.model(z, t)
+            out = evaluate()
         except RuntimeError as error:
             if "dtype" in str(error) or "Half" in str(error) or "Double" in str(error):
                 raise InvalidTypeError(

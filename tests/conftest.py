@@ -55,3 +55,31 @@ def cat():
     from skimage import data
 
     return data.chelsea()
+
+
+class Steerable:
+    """A guided model whose unconditional branch returns its embedding itself: null-text inversion can then hit the
+    pivot exactly, which checks the optimisation's bookkeeping (targets, steps, reuse) independently of a network."""
+
+    guidance_scale = 3.0
+
+    def __init__(self, mixture, schedule):
+        self.eps, self.dim = mixture.eps_model(schedule), mixture.dim
+
+    def conditional(self, z, t):
+        return self.eps(z, t)
+
+    def unconditional(self, z, t, null_embedding):
+        return null_embedding
+
+    def guided(self, z, t, null_embedding):
+        return null_embedding + self.guidance_scale * (self.eps(z, t) - null_embedding)
+
+    def __call__(self, z, t):
+        return self.guided(z, t, self.null_embedding(z.shape[0]))
+
+    def null_embedding(self, batch):
+        return torch.zeros(batch, self.dim, dtype=torch.float64)
+
+    def conditional_embedding(self, batch):
+        return torch.zeros(batch, self.dim, dtype=torch.float64)

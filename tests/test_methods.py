@@ -10,7 +10,7 @@ import torch
 
 import bdia
 from bdia.methods import REGISTRY
-from conftest import make_mixture, rel_err
+from conftest import Steerable, make_mixture, rel_err
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,8 @@ def setup_for(name, setup):
     if record.family == "edm":
         schedule = bdia.EDMSchedule()
         return schedule, make_mixture(3).eps_model(schedule), x0
+    if record.needs_guided_model:
+        return schedule, Steerable(make_mixture(3), schedule), x0
     return schedule, model, x0
 
 
@@ -48,7 +50,10 @@ def test_the_stated_network_calls_are_the_counted_ones(setup, name, num_steps):
             state = bdia.invert(counting, x0, schedule, num_steps, name, strength=strength)
             walked = state.num_inverted_steps
             assert walked == int(strength * num_steps)
-            assert counting.calls == record.network_calls(walked, "invert")
+            if record.invert_calls_at_most:  # an optimisation that stops early
+                assert counting.calls <= record.network_calls(walked, "invert")
+            else:
+                assert counting.calls == record.network_calls(walked, "invert")
             counting.reset()
             steps_seen = []
             bdia.sample(counting, state, schedule, num_steps, name, callback=lambda k, t, z: steps_seen.append(k))

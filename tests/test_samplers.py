@@ -17,7 +17,7 @@ def setup(sd_schedule):
 
 
 #: the methods that run on any schedule (RF-Solver and FireFlow run on rectified flows: tests/test_flow.py)
-ANY_SCHEDULE = [m for m in bdia.METHODS if not bdia.REGISTRY[m].schedules]
+ANY_SCHEDULE = [m for m in bdia.METHODS if not bdia.REGISTRY[m].schedules and not bdia.REGISTRY[m].needs_guided_model]
 
 SAMPLE_CALLS = {"ddim": lambda n: n, "bdia": lambda n: n, "obelm": lambda n: n, "edict": lambda n: 2 * n,
                 "heun": lambda n: 2 * n - 1, "bdia-edm": lambda n: 2 * n - 1}

@@ -25,10 +25,11 @@ from .flow_pipeline import BDIAFlowEditPipeline
 from .flow_scheduler import BDIAFlowMatchInverseScheduler, BDIAFlowMatchScheduler
 from .images import decode_latents, encode_image, pipeline_resolution, prepare_image
 from .loading import ModelNotAvailableError, cast_network, cast_pipeline, load_pipeline, load_unet, network_copy
-from .models import StableDiffusionEpsModel, UNetEpsModel, classifier_free_guidance, schedule_from_scheduler
-from .pipeline import BDIAEditPipeline
+from .models import (StableDiffusionEpsModel, StableDiffusionXLEpsModel, UNetEpsModel, classifier_free_guidance,
+                     schedule_from_scheduler)
+from .pipeline import BDIAEditPipeline, BDIAEditXLPipeline
 from .scheduler import BDIAInverseScheduler, BDIAScheduler
-from .tiny import tiny_flux, tiny_stable_diffusion, tiny_stable_diffusion_3
+from .tiny import tiny_flux, tiny_stable_diffusion, tiny_stable_diffusion_3, tiny_stable_diffusion_xl
 
 __all__ = [
     "load_unet",
@@ -56,4 +57,7 @@ __all__ = [
     "FluxVelocityModel",
     "tiny_stable_diffusion_3",
     "tiny_flux",
+    "BDIAEditXLPipeline",
+    "StableDiffusionXLEpsModel",
+    "tiny_stable_diffusion_xl",
 ]

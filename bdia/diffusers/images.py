@@ -10,6 +10,7 @@ pipelines (:class:`~bdia.diffusers.BDIAEditPipeline`) use these; so can a custom
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidTypeError, InvalidValueError, MissingFileError
+from .loading import cast_network
 
 __all__ = ["pipeline_resolution", "size_multiple", "prepare_image", "encode_image", "decode_latents"]
 
@@ -93,14 +95,29 @@ def prepare_image(pipe, image, resize: bool = True, size: int | None = None) -> 
     return tensor
 
 
+@contextlib.contextmanager
+def _vae_precision(vae):
+    """The VAE in float32 for the block when it is float16 and its config says it overflows there (SDXL's
+    ``force_upcast``), as SDXL's pipeline does; cast back afterwards."""
+    upcast = vae.dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+    if upcast:
+        cast_network(vae, torch.float32)
+    try:
+        yield vae.dtype
+    finally:
+        if upcast:
+            cast_network(vae, torch.float16)
+
+
 @torch.no_grad()
 def encode_image(pipe, image, dtype: torch.dtype = torch.float64, resize: bool = True,
                  size: int | None = None) -> Tensor:
     """VAE latent of an image (path, PIL, array or tensor) as the pipeline's denoiser sees it, in ``dtype``: the mean of
     the VAE's latent distribution, shifted by its ``shift_factor`` (SD3, FLUX) and scaled by its ``scaling_factor``."""
-    x = prepare_image(pipe, image, resize, size).to(device=pipe.vae.device, dtype=pipe.vae.dtype)
     shift = getattr(pipe.vae.config, "shift_factor", None) or 0.0
-    latent = (pipe.vae.encode(x).latent_dist.mean - shift) * pipe.vae.config.scaling_factor
+    with _vae_precision(pipe.vae) as vae_dtype:
+        x = prepare_image(pipe, image, resize, size).to(device=pipe.vae.device, dtype=vae_dtype)
+        latent = (pipe.vae.encode(x).latent_dist.mean - shift) * pipe.vae.config.scaling_factor
     return latent.to(dtype)
 
 
@@ -108,5 +125,6 @@ def encode_image(pipe, image, dtype: torch.dtype = torch.float64, resize: bool =
 def decode_latents(pipe, latents: Tensor, output_type: str = "pil"):
     """Images of latents through the VAE and the pipeline's image processor (``"pil"``, ``"np"`` or ``"pt"``)."""
     shift = getattr(pipe.vae.config, "shift_factor", None) or 0.0
-    image = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor + shift, return_dict=False)[0]
+    with _vae_precision(pipe.vae) as vae_dtype:
+        image = pipe.vae.decode(latents.to(vae_dtype) / pipe.vae.config.scaling_factor + shift, return_dict=False)[0]
     return pipe.image_processor.postprocess(image, output_type=output_type, do_denormalize=[True] * len(image))

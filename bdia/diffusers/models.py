@@ -8,6 +8,8 @@ core's samplers limit ``x0_hat`` as diffusers' schedulers do.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor
 
@@ -15,7 +17,8 @@ from ..errors import InvalidValueError
 from ..predictions import EPSILON, PredictionConfig
 from ..schedules import VPSchedule
 
-__all__ = ["UNetEpsModel", "StableDiffusionEpsModel", "schedule_from_scheduler", "classifier_free_guidance"]
+__all__ = ["UNetEpsModel", "StableDiffusionEpsModel", "StableDiffusionXLEpsModel", "schedule_from_scheduler",
+           "classifier_free_guidance"]
 
 _V_PREDICTION = PredictionConfig("v_prediction")
 
@@ -68,6 +71,31 @@ class _EpsBase:
         return out
 
 
+@contextlib.contextmanager
+def _class_embedding_rows(unet, rows: Tensor):
+    """Within the block, the first ``len(rows)`` rows of the UNet's class embedding are ``rows`` (differentiable)."""
+    def replace(module, inputs, output):
+        return torch.cat([rows.to(output.dtype), output[len(rows):]])
+
+    handle = unet.class_embedding.register_forward_hook(replace)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def _frozen(network):
+    """Gradients flow to the inputs only (null-text inversion optimises an embedding, never the weights)."""
+    flags = [p.requires_grad for p in network.parameters()]
+    network.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(network.parameters(), flags):
+            p.requires_grad_(flag)
+
+
 class UNetEpsModel(_EpsBase):
     """A diffusers ``UNet2DModel`` as ``model(z, t) -> eps``.
 
@@ -99,6 +127,42 @@ class UNetEpsModel(_EpsBase):
             raise InvalidValueError(f"{labels.numel()} class labels for a batch of {batch} states")
         return labels
 
+    # -- the guided model's branches (null-text and negative-prompt inversion) -------------------------------
+    def _class_rows(self, labels: Tensor) -> Tensor:
+        return self.network.class_embedding(labels).detach()
+
+    def null_embedding(self, batch: int) -> Tensor:
+        """The null class's embedding, one row per sample (what null-text inversion optimises)."""
+        if self.null_class is None:
+            raise InvalidValueError("null-text and negative-prompt inversion need null_class, the unconditional label")
+        device = next(self.network.parameters()).device
+        return self._class_rows(torch.full((batch,), self.null_class, device=device))
+
+    def conditional_embedding(self, batch: int) -> Tensor:
+        """The condition's class embedding, one row per sample (negative-prompt inversion's null embedding)."""
+        return self._class_rows(self._labels(batch, next(self.network.parameters()).device))
+
+    def conditional(self, z: Tensor, t) -> Tensor:
+        with torch.no_grad():
+            x = z.to(next(self.network.parameters()).dtype)
+            out = self.network(x, t, class_labels=self._labels(z.shape[0], z.device)).sample
+        return self._to_eps(out, z, t)
+
+    def unconditional(self, z: Tensor, t, null_embedding: Tensor) -> Tensor:
+        x = z.to(next(self.network.parameters()).dtype)
+        null = torch.full((z.shape[0],), self.null_class, device=z.device)
+        with _frozen(self.network), _class_embedding_rows(self.network, null_embedding):
+            out = self.network(x, t, class_labels=null).sample
+        return self._to_eps(out, z, t)
+
+    def guided(self, z: Tensor, t, null_embedding: Tensor) -> Tensor:
+        labels = self._labels(z.shape[0], z.device)
+        x = z.to(next(self.network.parameters()).dtype)
+        with torch.no_grad(), _class_embedding_rows(self.network, null_embedding):
+            out = self.network(torch.cat([x, x]), t, class_labels=torch.cat([torch.full_like(labels, self.null_class),
+                                                                             labels])).sample
+        return self._to_eps(classifier_free_guidance(out, self.guidance_scale), z, t)
+
     @torch.no_grad()
     def __call__(self, z: Tensor, t) -> Tensor:
         net_dtype = next(self.network.parameters()).dtype
@@ -128,12 +192,20 @@ class StableDiffusionEpsModel(_EpsBase):
                  allow_v_prediction: bool = False, schedule=None, follow_clipping: bool = True):
         super().__init__(pipe.unet, pipe.scheduler.config, allow_v_prediction, "this pipeline", schedule,
                          follow_clipping)
-        self.guidance_scale = float(guidance_scale)
+        self.guidance_scale, self.negative_prompt, self.pipe = float(guidance_scale), negative_prompt, pipe
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         with torch.no_grad():
             cond, uncond = pipe.encode_prompt(prompts, pipe.unet.device, 1, self.guidance_scale > 1,
                                               negative_prompt=[negative_prompt] * len(prompts))
         self.cond, self.uncond = cond, uncond
+
+    def _encode(self, prompts: list[str]) -> Tensor:
+        return self.pipe.encode_prompt(prompts, self.pipe.unet.device, 1, False)[0]
+
+    @property
+    def embeddings(self) -> tuple:
+        """Everything the model is conditioned on (for an inversion's fingerprint)."""
+        return self.cond, self.uncond
 
     def _embeddings(self, emb: Tensor, batch: int) -> Tensor:
         if emb.shape[0] == batch:
@@ -141,6 +213,39 @@ class StableDiffusionEpsModel(_EpsBase):
         if emb.shape[0] == 1:
             return emb.expand(batch, *emb.shape[1:])
         raise InvalidValueError(f"{emb.shape[0]} prompts for a batch of {batch} latents")
+
+    # -- the guided model's branches (null-text and negative-prompt inversion) -------------------------------
+    def null_embedding(self, batch: int) -> Tensor:
+        """The negative prompt's embedding (the empty prompt's by default), one per sample: what null-text inversion
+        optimises."""
+        if self.uncond is None:
+            with torch.no_grad():
+                self.uncond = self._encode([self.negative_prompt] * self.cond.shape[0])
+        return self._embeddings(self.uncond, batch).detach()
+
+    def conditional_embedding(self, batch: int) -> Tensor:
+        """The prompt's embedding, one per sample (negative-prompt inversion's null embedding)."""
+        return self._embeddings(self.cond, batch).detach()
+
+    def conditional(self, z: Tensor, t) -> Tensor:
+        x = z.to(self.network.dtype)
+        with torch.no_grad():
+            out = self.network(x, t, encoder_hidden_states=self._embeddings(self.cond, z.shape[0]).to(x.dtype)).sample
+        return self._to_eps(out, z, t)
+
+    def unconditional(self, z: Tensor, t, null_embedding: Tensor) -> Tensor:
+        x = z.to(self.network.dtype)
+        with _frozen(self.network):
+            out = self.network(x, t, encoder_hidden_states=null_embedding.to(x.dtype)).sample
+        return self._to_eps(out, z, t)
+
+    def guided(self, z: Tensor, t, null_embedding: Tensor) -> Tensor:
+        x = z.to(self.network.dtype)
+        cond = self._embeddings(self.cond, z.shape[0]).to(x.dtype)
+        with torch.no_grad():
+            out = self.network(torch.cat([x, x]), t,
+                               encoder_hidden_states=torch.cat([null_embedding.to(x.dtype), cond])).sample
+        return self._to_eps(classifier_free_guidance(out, self.guidance_scale), z, t)
 
     @torch.no_grad()
     def __call__(self, z: Tensor, t) -> Tensor:
@@ -154,3 +259,60 @@ class StableDiffusionEpsModel(_EpsBase):
         else:
             out = self.network(x, t, encoder_hidden_states=cond).sample
         return self._to_eps(out, z, t)
+
+
+class StableDiffusionXLEpsModel(StableDiffusionEpsModel):
+    """A Stable Diffusion XL pipeline's UNet with a text prompt as ``model(z, t) -> eps``: both text encoders' hidden
+    states, the second one's pooled embedding and SDXL's size conditioning (``add_time_ids`` for an uncropped image
+    of ``size`` pixels a side), with classifier-free guidance as :class:`StableDiffusionEpsModel`. An empty
+    negative prompt gives zero unconditional embeddings where the pipeline's ``force_zeros_for_empty_prompt``
+    says so, as SDXL's own pipeline does."""
+
+    def __init__(self, pipe, prompt, guidance_scale: float = 1.0, negative_prompt: str = "",
+                 allow_v_prediction: bool = False, schedule=None, follow_clipping: bool = True, size: int = 1024):
+        _EpsBase.__init__(self, pipe.unet, pipe.scheduler.config, allow_v_prediction, "this pipeline", schedule,
+                          follow_clipping)
+        self.guidance_scale, self.negative_prompt, self.pipe = float(guidance_scale), negative_prompt, pipe
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        negative = None if negative_prompt == "" else [negative_prompt] * len(prompts)
+        with torch.no_grad():
+            self.cond, self.uncond, self.pooled, self.uncond_pooled = pipe.encode_prompt(
+                prompts, prompts, pipe.unet.device, 1, True, negative_prompt=negative, negative_prompt_2=negative)
+        self.time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=self.cond.dtype, device=self.cond.device)
+
+    def _encode(self, prompts: list[str]) -> Tensor:
+        return self.uncond
+
+    @property
+    def embeddings(self) -> tuple:
+        return self.cond, self.uncond, self.pooled, self.uncond_pooled
+
+    def _unet(self, x: Tensor, t, hidden: Tensor, pooled: Tensor) -> Tensor:
+        added = {"text_embeds": pooled.to(x.dtype), "time_ids": self.time_ids.expand(x.shape[0], -1).to(x.dtype)}
+        return self.network(x, t, encoder_hidden_states=hidden.to(x.dtype), added_cond_kwargs=added).sample
+
+    def conditional(self, z: Tensor, t) -> Tensor:
+        x = z.to(self.network.dtype)
+        with torch.no_grad():
+            out = self._unet(x, t, self._embeddings(self.cond, z.shape[0]), self._embeddings(self.pooled, z.shape[0]))
+        return self._to_eps(out, z, t)
+
+    def unconditional(self, z: Tensor, t, null_embedding: Tensor) -> Tensor:
+        x = z.to(self.network.dtype)
+        with _frozen(self.network):
+            out = self._unet(x, t, null_embedding, self._embeddings(self.uncond_pooled, z.shape[0]))
+        return self._to_eps(out, z, t)
+
+    def guided(self, z: Tensor, t, null_embedding: Tensor) -> Tensor:
+        x, batch = z.to(self.network.dtype), z.shape[0]
+        hidden = torch.cat([null_embedding.to(x.dtype), self._embeddings(self.cond, batch).to(x.dtype)])
+        pooled = torch.cat([self._embeddings(self.uncond_pooled, batch), self._embeddings(self.pooled, batch)])
+        with torch.no_grad():
+            out = self._unet(torch.cat([x, x]), t, hidden, pooled)
+        return self._to_eps(classifier_free_guidance(out, self.guidance_scale), z, t)
+
+    @torch.no_grad()
+    def __call__(self, z: Tensor, t) -> Tensor:
+        if self.guidance_scale > 1:
+            return self.guided(z, t, self._embeddings(self.uncond, z.shape[0]))
+        return self.conditional(z, t)

@@ -1,4 +1,4 @@
-"""``BDIAEditPipeline``: invert a real image with Stable Diffusion and regenerate or edit it, exactly::
+"""``BDIAEditPipeline``: invert a real image with Stable Diffusion (1.x, 2.x, XL) and regenerate or edit it, exactly::
 
     from diffusers import StableDiffusionPipeline
     from bdia.diffusers import BDIAEditPipeline
@@ -19,6 +19,10 @@ the UNet in its own (e.g. float16 on a GPU): each network call casts at the boun
 pipeline cannot do. The inversion state records the guidance scale, the prompt embeddings' fingerprint
 and the latent dtype; regenerating with another guidance scale or latent dtype warns that the round trip
 will not be exact (another prompt is an edit, which is the point).
+
+``BDIAEditPipeline.from_pipe`` of a ``StableDiffusionXLPipeline`` gives a :class:`BDIAEditXLPipeline`, the same
+on SDXL's two text encoders, pooled embeddings and ``add_time_ids``; SDXL's VAE, which overflows in float16,
+runs in float32 for encoding and decoding.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
+from diffusers.pipelines.stable_diffusion_xl.pipeline_output import StableDiffusionXLPipelineOutput
 
 from ..errors import InvalidTypeError
 from ..methods import get_method
@@ -37,30 +42,40 @@ from .edit_tools import (check_inversion, expand_prompts, fingerprint, initial_n
                          warn_on_mismatch)
 from .images import decode_latents, pipeline_resolution
 from .loading import cast_pipeline
-from .models import StableDiffusionEpsModel, schedule_from_scheduler
+from .models import StableDiffusionEpsModel, StableDiffusionXLEpsModel, schedule_from_scheduler
 
-__all__ = ["BDIAEditPipeline"]
+__all__ = ["BDIAEditPipeline", "BDIAEditXLPipeline"]
 
 
-class BDIAEditPipeline(StableDiffusionPipeline):
-    """Stable Diffusion with exact inversion: :meth:`invert` and ``__call__(prompt, inversion=state)``; see the module."""
+class _ExactEditing:
+    """Inversion and regeneration through bdia's samplers, for a diffusers pipeline class it is mixed into; the
+    subclass says which eps model wraps its UNet and prompts (:meth:`_eps_model`) and which output class it returns."""
 
     num_network_calls: int = 0  #: network calls of the last :meth:`invert` or ``__call__``
 
     @classmethod
     def from_pipe(cls, pipeline, **kwargs):
-        """This pipeline on the components of another Stable Diffusion pipeline (shared, not copied), which keep their
+        """This pipeline on the components of another pipeline of its family (shared, not copied), which keep their
         dtype and device; ``dtype=`` casts them (diffusers' own ``from_pipe`` casts them to float32 unless told
         otherwise, which would turn a float16 GPU pipeline into a float32 one in place). Other keyword arguments
-        replace components."""
+        replace components. A ``StableDiffusionXLPipeline`` gives a :class:`BDIAEditXLPipeline`."""
+        if cls is BDIAEditPipeline and isinstance(pipeline, StableDiffusionXLPipeline):
+            return BDIAEditXLPipeline.from_pipe(pipeline, **kwargs)
         dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
         components = {name: kwargs.pop(name, module) for name, module in pipeline.components.items()}
         if kwargs:
             raise InvalidTypeError(f"unknown argument(s) {', '.join(sorted(kwargs))} for from_pipe; allowed: dtype and "
                                    f"the components {', '.join(sorted(components))}")
-        new = cls(**components, requires_safety_checker=bool(pipeline.config.get("requires_safety_checker", False)))
+        new = cls(**components, **cls._init_flags(pipeline))
         new.set_progress_bar_config(**getattr(pipeline, "_progress_bar_config", {}))
         return new if dtype is None else cast_pipeline(new, dtype)
+
+    @classmethod
+    def _init_flags(cls, pipeline) -> dict:
+        return {"requires_safety_checker": bool(pipeline.config.get("requires_safety_checker", False))}
+
+    def _eps_model(self, prompts, guidance_scale, negative_prompt, allow_v_prediction, schedule, side):
+        return StableDiffusionEpsModel(self, prompts, guidance_scale, negative_prompt, allow_v_prediction, schedule)
 
     @torch.no_grad()
     def invert(self, image, prompt: str | list[str] = "", num_inference_steps: int = 50, strength: float = 1.0,
@@ -69,18 +84,18 @@ class BDIAEditPipeline(StableDiffusionPipeline):
                allow_v_prediction: bool = False, **method_options) -> InversionState:
         """Invert ``image`` (path, PIL, array, image tensor, or its VAE latent) under ``prompt``: the
         :class:`~bdia.InversionState` to pass as ``inversion=``. ``method_options``: ``gamma``, ``lattice`` (bdia),
-        ``p``, ``leapfrog`` (edict)."""
+        ``p``, ``leapfrog`` (edict), ``inner_steps``, ``lr``, ``early_stop`` (null-text)."""
         schedule = schedule_from_scheduler(self.scheduler)
         latent = latent_of(self, image, height, width, latent_dtype)
-        model = CountingModel(StableDiffusionEpsModel(self, expand_prompts(prompt, latent.shape[0]), guidance_scale,
-                                                      negative_prompt, allow_v_prediction, schedule))
+        side = latent.shape[-1] * self.vae_scale_factor
+        model = CountingModel(self._eps_model(expand_prompts(prompt, latent.shape[0]), guidance_scale, negative_prompt,
+                                              allow_v_prediction, schedule, side))
         bar, callback = step_callback(self, inverted_steps(strength, num_inference_steps))
         with bar:
             state = invert(model, latent, schedule, num_inference_steps, method, strength=strength, callback=callback,
                            **method_options)
         self.num_network_calls = model.calls
-        conditioning = {"guidance_scale": float(guidance_scale),
-                        "prompt_fingerprint": fingerprint(model.model.cond, model.model.uncond),
+        conditioning = {"guidance_scale": float(guidance_scale), "prompt_fingerprint": fingerprint(*model.embeddings),
                         "prompt": prompt, "negative_prompt": negative_prompt, "latent_dtype": str(latent_dtype)}
         return dataclasses.replace(state, conditioning=conditioning)
 
@@ -113,19 +128,22 @@ class BDIAEditPipeline(StableDiffusionPipeline):
             prompt = [p for p in prompts for _ in range(num_images_per_prompt)]
             side = (height or width or pipeline_resolution(self)) // self.vae_scale_factor
             init = initial_noise((batch, self.unet.config.in_channels, side, side), latents, generator,
-                                 self._execution_device, latent_dtype or torch.float32) * self.scheduler.init_noise_sigma
+                                 self.device, latent_dtype or torch.float32) * self.scheduler.init_noise_sigma
             total = num_inference_steps
         schedule = schedule_from_scheduler(self.scheduler)
-        model = CountingModel(StableDiffusionEpsModel(self, expand_prompts(prompt, batch), guidance_scale,
-                                                      negative_prompt or "", allow_v_prediction, schedule))
+        model = CountingModel(self._eps_model(expand_prompts(prompt, batch), guidance_scale, negative_prompt or "",
+                                              allow_v_prediction, schedule, init.shape[-1] * self.vae_scale_factor))
         if inversion is not None:
-            warn_on_mismatch(inversion, fingerprint(model.model.cond, model.model.uncond), guidance_scale)
+            warn_on_mismatch(inversion, fingerprint(*model.embeddings), guidance_scale)
         bar, callback = step_callback(self, total, callback_on_step_end, callback_on_step_end_tensor_inputs)
         with bar:
             result = sample(model, init, schedule, num_inference_steps, method, callback=callback, **method_options)
         self.num_network_calls = model.calls
         images = result if output_type == "latent" else self.decode(result, output_type)
         self.maybe_free_model_hooks()
+        return self._output(images, return_dict)
+
+    def _output(self, images, return_dict: bool):
         if not return_dict:
             return (images, None)
         return StableDiffusionPipelineOutput(images=images, nsfw_content_detected=None)
@@ -133,3 +151,23 @@ class BDIAEditPipeline(StableDiffusionPipeline):
     def decode(self, latents: torch.Tensor, output_type: str = "pil"):
         """Latents to images through the VAE and the image processor (``"pil"``, ``"np"`` or ``"pt"``)."""
         return decode_latents(self, latents, output_type)
+
+
+class BDIAEditPipeline(_ExactEditing, StableDiffusionPipeline):
+    """Stable Diffusion with exact inversion: :meth:`invert` and ``__call__(prompt, inversion=state)``; see the module."""
+
+
+class BDIAEditXLPipeline(_ExactEditing, StableDiffusionXLPipeline):
+    """Stable Diffusion XL with exact inversion, as :class:`BDIAEditPipeline` (``BDIAEditPipeline.from_pipe`` of an
+    SDXL pipeline gives one): two text encoders, pooled embeddings and SDXL's size conditioning."""
+
+    @classmethod
+    def _init_flags(cls, pipeline) -> dict:
+        return {"force_zeros_for_empty_prompt": bool(pipeline.config.get("force_zeros_for_empty_prompt", True))}
+
+    def _eps_model(self, prompts, guidance_scale, negative_prompt, allow_v_prediction, schedule, side):
+        return StableDiffusionXLEpsModel(self, prompts, guidance_scale, negative_prompt, allow_v_prediction,
+                                         schedule, size=side)
+
+    def _output(self, images, return_dict: bool):
+        return (images,) if not return_dict else StableDiffusionXLPipelineOutput(images=images)

@@ -19,7 +19,7 @@ import torch
 from ..schedules import STABLE_DIFFUSION_CONFIG
 from .loading import cast_pipeline
 
-__all__ = ["tiny_stable_diffusion", "tiny_stable_diffusion_3", "tiny_flux"]
+__all__ = ["tiny_stable_diffusion", "tiny_stable_diffusion_xl", "tiny_stable_diffusion_3", "tiny_flux"]
 
 
 def _tokenizer(folder: Path):
@@ -91,6 +91,35 @@ def _unit_latents(vae) -> None:
         vae.register_to_config(scaling_factor=1.0 / (mean - mean.mean()).std().item())
     else:
         vae.register_to_config(scaling_factor=1.0 / mean.std().item())
+
+
+def tiny_stable_diffusion_xl(seed: int = 0, dtype: torch.dtype = torch.float32, device="cpu"):
+    """A randomly initialised ``StableDiffusionXLPipeline`` (two CLIP text encoders, pooled embeddings and size
+    conditioning) with 8x8x4 latents, 32x32 images and Stable Diffusion's DDIM scheduler config, seeded."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=6 * 8 + 32,
+        cross_attention_dim=64, norm_num_groups=8)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 16, 32), norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3, sample_size=32,
+        force_upcast=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = _tokenizer(Path(tmp))
+    pipe = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=CLIPTextModel(_clip_text_config(tokenizer)), tokenizer=tokenizer,
+        text_encoder_2=CLIPTextModelWithProjection(_clip_text_config(tokenizer)), tokenizer_2=tokenizer, unet=unet,
+        scheduler=DDIMScheduler(**STABLE_DIFFUSION_CONFIG), add_watermarker=False)
+    _unit_latents(pipe.vae)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(device)
+    return cast_pipeline(pipe, dtype)
 
 
 def tiny_stable_diffusion_3(seed: int = 0, dtype: torch.dtype = torch.float32, device="cpu"):
