@@ -256,8 +256,10 @@ def _pivot(traj: Trajectory, x0: Tensor) -> list:
 def invert_null_text(traj: Trajectory, x0: Tensor, opts):
     """Null-text inversion (Mokady et al. 2023): the pivot is DDIM inversion at guidance 1; then, from the noisy end,
     the unconditional embedding of each step is optimised (Adam, ``inner_steps`` at a learning rate ``lr`` decaying
-    with the step, stopped early below ``early_stop``) so that the guided DDIM step from the current state lands on
-    the pivot's next state. The embeddings, in sampling order, go into the state's ``extras``."""
+    with the step, stopped early below ``early_stop + i * early_stop_growth`` at the ``i``-th step, as in the
+    reference code) so that the guided DDIM step from the current state lands on the pivot's next state. At
+    guidance 1 the unconditional branch has no weight and there is nothing to optimise. The embeddings, in
+    sampling order, go into the state's ``extras``."""
     import torch
 
     lv, pivot = traj.levels, _pivot(traj, x0)
@@ -269,7 +271,7 @@ def invert_null_text(traj: Trajectory, x0: Tensor, opts):
         eps_c = traj.conditional(z, j).detach()
         null = null.clone().requires_grad_(True)
         optimiser = torch.optim.Adam([null], lr=opts["lr"] * (1.0 - i / 100.0))
-        for _ in range(opts["inner_steps"]):
+        for _ in range(opts["inner_steps"] if w != 1.0 else 0):
             with torch.enable_grad():
                 eps_u = traj.unconditional(z, j, null)
                 landed = steps.ddim_step(z, eps_u + w * (eps_c - eps_u), lv[j], lv[j - 1])
@@ -278,7 +280,7 @@ def invert_null_text(traj: Trajectory, x0: Tensor, opts):
                 loss.backward()
             optimiser.step()
             backward += 1
-            if loss.item() < opts["early_stop"] + i * 2e-5:
+            if loss.item() < opts["early_stop"] + i * opts["early_stop_growth"]:
                 break
         null = null.detach()
         nulls.append(null)

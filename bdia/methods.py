@@ -85,6 +85,15 @@ def _positive_float(name):
     return check
 
 
+def _non_negative_float(name):
+    def check(value, resolved: dict) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise InvalidValueError(f"{name} must be a number >= 0, got {value!r}")
+        return float(value)
+
+    return check
+
+
 def _check_leapfrog(value, resolved: dict) -> bool:
     if not isinstance(value, bool):
         raise InvalidTypeError(f"leapfrog must be True or False, got {value!r}")
@@ -109,7 +118,10 @@ LEAPFROG = Option(True, _check_leapfrog, "EDICT: swap the half-steps' order on e
 
 INNER_STEPS = Option(10, _positive_int("inner_steps"), "null-text: Adam steps per diffusion step")
 LR = Option(1e-2, _positive_float("lr"), "null-text: Adam's learning rate at the noisy end (decays by 1% a step)")
-EARLY_STOP = Option(1e-5, _positive_float("early_stop"), "null-text: stop a step's optimisation below this loss")
+EARLY_STOP = Option(1e-5, _non_negative_float("early_stop"),
+                    "null-text: stop a step's optimisation below this loss (plus early_stop_growth per step)")
+EARLY_STOP_GROWTH = Option(2e-5, _non_negative_float("early_stop_growth"),
+                           "null-text: how much the early-stop loss grows per step (the reference code's 2e-5)")
 
 
 @dataclass(frozen=True)
@@ -312,7 +324,8 @@ REGISTRY: dict[str, Method] = {
         invert=loops.invert_null_text,
         calls=Calls(sample=_per_step(1), invert=lambda n: n + n * (INNER_STEPS.default + 2),
                     reconstruct=_per_step(1)),
-        options={"inner_steps": INNER_STEPS, "lr": LR, "early_stop": EARLY_STOP}, limits_x0=False,
+        options={"inner_steps": INNER_STEPS, "lr": LR, "early_stop": EARLY_STOP,
+                 "early_stop_growth": EARLY_STOP_GROWTH}, limits_x0=False,
         needs_guided_model=True, invert_calls_at_most=True),
     "negative-prompt": Method(
         "negative-prompt", "negative-prompt inversion (Miyake et al. 2023): DDIM inversion at guidance 1, the source "
