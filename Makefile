@@ -12,11 +12,13 @@ EXECUTED := _build/executed/notebooks
 
 STANDINS := _build/standins
 DRYRUN := _build/paper-dryrun
+EDM_STANDIN = $(abspath $(STANDINS))/edm/edm-cifar10-32x32-cond-vp-standin.pkl
 # the paper profile, offline: hub models, the FID detector and reference from the stand-ins
 PAPER_ENV = HF_HUB_CACHE=$(abspath $(STANDINS)) HF_HUB_OFFLINE=1 TORCH_HOME=$(abspath $(STANDINS))/torch \
 	BDIA_CACHE=$(abspath $(DRYRUN))/cache
 
-.PHONY: book test chapters html demo colab-branch colab-publish chromium clean paper-dryrun tools check-html
+.PHONY: book test chapters html demo colab-branch colab-publish chromium clean paper paper-dryrun gpu-check tools \
+	check-html
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,22 +67,53 @@ check-html: $(BIN)/.installed
 $(STANDINS)/definition.json: bdia/apps/standins.py $(BIN)/.installed
 	$(BIN)/python -m bdia standins --out $(STANDINS)
 
-# The paper profile's code, unchanged, on the stand-ins with small sizes: chapters 4 and 5, the fid and bench
-# commands; everything into $(DRYRUN), never into the book's pages. Its numbers are meaningless by design.
+# The real reproduction: the paper profile of chapters 4, 5 and 7 at the paper's sizes (50,000 FID samples per
+# method, resumable; SD 1.5 at 512x512, 50 steps; SD3.5 Medium and FLUX.1-dev), executed with papermill, checked
+# with nbval, and recorded (commit, GPU, weights) into a new folder of paper-results/, which the chapters show
+# beside their ci numbers. Needs a GPU and the Hugging Face hub; install with TORCH=torch for a CUDA build.
+PAPER_DEVICE ?= cuda
+PAPER_OUT ?= _build/paper
+PAPER_RESULTS ?= paper-results
+PAPER_PARAMS ?=
+PAPER_CHAPTERS := 04_fid 05_editing 07_rectified_flow
+
+paper: $(BIN)/.installed
+	$(BIN)/python book/build.py execute --profile paper --device $(PAPER_DEVICE) --only $(PAPER_CHAPTERS) \
+		--out $(PAPER_OUT) $(PAPER_PARAMS)
+	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider $(addprefix $(PAPER_OUT)/notebooks/,$(addsuffix .ipynb,$(PAPER_CHAPTERS)))
+	$(BIN)/python book/build.py collect --executed $(PAPER_OUT) --into $(PAPER_RESULTS) --device $(PAPER_DEVICE)
+
+# The dry run is `make paper` at small sizes on the stand-ins (published architectures, random weights, no network),
+# everything into $(DRYRUN), never into paper-results/ or the book's pages; then the fid and bench commands of the
+# paper profile. Its numbers are meaningless by design. PAPER_DEVICE=cuda runs it on a GPU.
+DRYRUN_PARAMS := --param paper_num_samples=16 --param paper_batch_size=16 --param 'budgets=[4, 8]' \
+	--param reference=$(abspath $(STANDINS))/reference --param edm_model=$(EDM_STANDIN) \
+	--param paper_num_steps=4 --param sd_resolution=128 --param strength=0.5 \
+	--param 'guidance_scales=[3.0]' --param 'precision_guidances=[3.0]' --param precision_digits=4 \
+	--param digits_per_pair=4 --param effort_digits=4 --param 'null_text_effort=[[2, 0.01, 1e-05]]' \
+	--param 'photo_names=["chelsea"]' \
+	--param 'sd_methods=["ddim", "edict", "bdia:gamma=0.96", "null-text:inner_steps=2"]' \
+	--param sd3_model=$(abspath $(STANDINS))/local/tiny-sd3 --param flux_model=$(abspath $(STANDINS))/local/tiny-flux \
+	--param paper_resolution=32 --param num_steps=8
+
 paper-dryrun: $(BIN)/.installed $(STANDINS)/definition.json
 	rm -rf $(DRYRUN) && mkdir -p $(DRYRUN)
 	start=$$(date +%s) && \
-	$(PAPER_ENV) $(BIN)/python book/build.py execute --profile paper --only 04_fid 05_editing --out $(DRYRUN) \
-		--param paper_num_samples=16 --param paper_batch_size=16 --param 'budgets=[4]' \
-		--param reference=$(abspath $(STANDINS))/reference \
-		--param paper_num_steps=4 --param sd_resolution=256 --param strength=0.5 \
-		--param 'sd_precisions=[["float64", "float32"]]' && \
-	$(PAPER_ENV) $(BIN)/python -m bdia fid --profile paper --methods ddim bdia:gamma=1.0 --calls 4 --num-samples 8 \
-		--batch-size 8 --reference $(abspath $(STANDINS))/reference --out $(DRYRUN)/fid && \
+	$(PAPER_ENV) $(MAKE) --no-print-directory paper PAPER_DEVICE=$(or $(DEVICE),cpu) PAPER_OUT=$(DRYRUN) \
+		PAPER_RESULTS=$(DRYRUN)/results PAPER_PARAMS="$(DRYRUN_PARAMS)" && \
+	$(PAPER_ENV) $(BIN)/python -m bdia fid --profile paper --methods ddim bdia:gamma=1.0 heun --calls 4 \
+		--num-samples 8 --batch-size 8 --reference $(abspath $(STANDINS))/reference --edm-model $(EDM_STANDIN) \
+		--out $(DRYRUN)/fid && \
 	$(PAPER_ENV) $(BIN)/python -m bdia bench --models sd-unet --methods ddim bdia:gamma=1.0 --dtypes float32 \
 		--steps 2 --repeats 1 --out $(DRYRUN)/bench/results.json --note "paper dry run: stand-in weights" && \
 	BDIA_REQUIRE_DRYRUN=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_paper_dryrun.py && \
 	echo "paper dry run passed in $$(( $$(date +%s) - start )) s on $$(nproc) cores" | tee $(DRYRUN)/wall_time.txt
+
+# The prepared GPU check (bdia.apps.gpu): SD-size UNet round trips in half precision, the lattice's determinism,
+# sampling throughput, the SD3-size transformer; results into benchmarks/results/, which chapter 6 shows.
+GPU_RESULTS ?= benchmarks/results/gpu.json
+gpu-check: $(BIN)/.installed
+	$(BIN)/python -m bdia bench --suite gpu --device cuda --out $(GPU_RESULTS) --note "make gpu-check"
 
 demo: $(BIN)/.installed
 	$(BIN)/python -m bdia demo

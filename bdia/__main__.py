@@ -155,7 +155,8 @@ def _fid(args: argparse.Namespace) -> int:
 
     cfg = FIDConfig(out_dir=args.out, profile=args.profile, methods=args.methods, budgets=args.calls,
                     num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, model=args.model,
-                    edm_model=args.edm_model, detector=args.detector, reference=args.reference, device=args.device)
+                    edm_model=args.edm_model, detector=args.detector, reference=args.reference, device=args.device,
+                    follow_clipping=args.follow_clipping)
     try:
         rows = run_fid(cfg)
     except KeyboardInterrupt:
@@ -172,21 +173,32 @@ def _fid(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from bdia.apps.suites import suite_grid
+
+    if args.suite == "gpu":
+        from bdia.apps.gpu import run_gpu_suite
+
+        return run_gpu_suite(args.out, device=args.device, smoke=args.smoke, note=args.note)
+    if args.smoke:
+        raise UsageError("--smoke belongs to --suite gpu (the GPU check at tiny sizes on the CPU)")
     from bdia.apps.bench import check_grid, run_benchmark, write_results
 
-    check_grid(models=args.models, methods=args.methods, dtypes=args.dtypes, step_counts=args.steps,
-               repeats=args.repeats, out=args.out)
+    grid = suite_grid(args.suite, models=args.models, methods=args.methods, dtypes=args.dtypes, steps=args.steps,
+                      repeats=args.repeats, network_dtype=args.network_dtype)
+    check_grid(models=grid["models"], methods=grid["methods"], dtypes=grid["dtypes"], step_counts=grid["steps"],
+               repeats=grid["repeats"], out=args.out)
     try:
-        rows = run_benchmark(models=args.models, methods=args.methods, dtypes=args.dtypes, step_counts=args.steps,
-                             repeats=args.repeats, device=args.device, network_dtype=args.network_dtype)
+        rows = run_benchmark(models=grid["models"], methods=grid["methods"], dtypes=grid["dtypes"],
+                             step_counts=grid["steps"], repeats=grid["repeats"], device=args.device,
+                             network_dtype=grid["network_dtype"])
     except KeyboardInterrupt:
         print("\ninterrupted; nothing was written", file=sys.stderr)
         return 130
-    path = write_results(rows, args.out, device=args.device, note=args.note)
-    print(f"{'model':<13}{'dtype':<9}{'N':>4}  {'method':<16}{'calls':>6}{'time/DDIM':>11}{'sampler/step':>14}"
+    path = write_results(rows, args.out, device=args.device, note=args.note, suite=args.suite)
+    print(f"{'model':<13}{'dtype':<9}{'N':>4}  {'method':<26}{'calls':>6}{'time/DDIM':>11}{'sampler/step':>14}"
           f"{'error':>10}  weights")
     for r in rows:
-        print(f"{r['model']:<13}{r['dtype']:<9}{r['steps']:>4}  {r['label']:<16}{r['calls']:>6}"
+        print(f"{r['model']:<13}{r['dtype']:<9}{r['steps']:>4}  {r['label']:<26}{r['calls']:>6}"
               f"{r['time_ratio_to_ddim']:>11.2f}{r['sampler_overhead_per_step']:>14.3f}{r['round_trip_error']:>10.1e}"
               f"  {r['weights']}")
     notes = sorted({r["timing_note"] for r in rows if r["timing_note"]})
@@ -237,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     standins.set_defaults(func=_standins)
 
     from bdia.apps.fid.profiles import PROFILES
-    from bdia.apps.suites import BENCH_DTYPES, BENCH_MODELS, DEFAULT_BENCH_MODELS, DEFAULT_METHODS, DEFAULT_STEPS
+    from bdia.apps.suites import BENCH_DTYPES, BENCH_MODELS, DEFAULT_BENCH_MODELS, DEFAULT_STEPS, SUITES
 
     fid = command("fid", help="FID per method and network-call budget (resumes after an interruption)")
     fid.add_argument("--profile", choices=list(PROFILES), default="ci")
@@ -259,23 +271,35 @@ def build_parser() -> argparse.ArgumentParser:
     fid.add_argument("--reference", default=None,
                      help="paper profile: an EDM statistics file (.npz), a folder of images, or a hub data set id "
                           "(default: uoft-cs/cifar10, training split)")
+    fid.add_argument("--follow-clipping", action="store_true",
+                     help="limit x0 in the DDIM-family samplers as the model's scheduler config says (clip_sample, "
+                          "thresholding; google/ddpm-cifar10-32 clips to [-1, 1]); by default nothing is clipped, as in "
+                          "EDM's and the paper's samplers")
     fid.add_argument("--device", type=_device, default="cpu")
     fid.add_argument("--seed", type=int, default=0)
     fid.set_defaults(func=_fid)
 
     bench = command("bench", help="cost and exactness of each method (calls, time ratios, memory, error)")
-    bench.add_argument("--models", nargs="+", default=list(DEFAULT_BENCH_MODELS),
-                       choices=BENCH_MODELS, metavar="MODEL", help=" ".join(BENCH_MODELS))
-    bench.add_argument("--methods", nargs="+", type=_method, default=list(DEFAULT_METHODS),
-                       help="method specs (method:option=value,...)")
-    bench.add_argument("--dtypes", nargs="+", default=["float32", "float64"],
-                       choices=BENCH_DTYPES, metavar="DTYPE", help="latent dtypes: " + " ".join(BENCH_DTYPES))
-    bench.add_argument("--steps", nargs="+", type=_positive("--steps", 2), default=list(DEFAULT_STEPS))
-    bench.add_argument("--repeats", type=_positive("--repeats"), default=3)
+    bench.add_argument("--suite", choices=list(SUITES), default="cost",
+                       help="a named grid: cost (chapter 6), edit (chapter 5's editing methods), gpu (the prepared "
+                            "GPU check); the options below override its models, methods, dtypes, steps and repeats")
+    bench.add_argument("--models", nargs="+", default=None, choices=BENCH_MODELS, metavar="MODEL",
+                       help=f"default: the suite's ({' '.join(DEFAULT_BENCH_MODELS)} for cost); any of "
+                            + " ".join(BENCH_MODELS))
+    bench.add_argument("--methods", nargs="+", type=_method, default=None,
+                       help="method specs (method:option=value,...); default: the suite's")
+    bench.add_argument("--dtypes", nargs="+", default=None, choices=BENCH_DTYPES, metavar="DTYPE",
+                       help="latent dtypes (" + " ".join(BENCH_DTYPES) + "); default: the suite's")
+    bench.add_argument("--steps", nargs="+", type=_positive("--steps", 2), default=None,
+                       help=f"step counts; default: the suite's ({' '.join(map(str, DEFAULT_STEPS))} for cost)")
+    bench.add_argument("--repeats", type=_positive("--repeats"), default=None, help="timed repeats; default: the "
+                       "suite's")
     bench.add_argument("--device", type=_device, default="cpu")
-    bench.add_argument("--network-dtype", default="float32",
+    bench.add_argument("--network-dtype", default=None,
                        choices=["latent", "float16", "bfloat16", "float32", "float64"],
-                       help="dtype of the networks; 'latent': the dtype of each row's latents")
+                       help="dtype of the networks; 'latent': the dtype of each row's latents; default: the suite's")
+    bench.add_argument("--smoke", action="store_true",
+                       help="with --suite gpu: the same code at tiny sizes on the CPU, to test it")
     bench.add_argument("--out", type=Path, default=Path("outputs/bench/results.json"))
     bench.add_argument("--note", default="")
     bench.set_defaults(func=_bench)

@@ -36,7 +36,7 @@ from .schedules import Schedule
 from .steps import lattice_round
 from .trajectory import Trajectory, expected_rms, rms
 
-__all__ = ["sample", "invert", "InversionState", "RUN_OPTIONS", "inverted_steps"]
+__all__ = ["sample", "invert", "InversionState", "RUN_OPTIONS", "inverted_steps", "runs_on", "GUIDED_MODEL_METHODS"]
 
 #: options of every run (besides the method's own): a progress bar, a callback, the trajectory returned
 RUN_OPTIONS = ("progress", "callback", "return_trajectory")
@@ -167,10 +167,24 @@ def _check_schedule_for(record: Method, schedule: Schedule, num_steps: int) -> N
 GUIDED_MODEL_METHODS = ("conditional", "unconditional", "guided", "null_embedding", "conditional_embedding")
 
 
+def _missing_branches(model) -> list[str]:
+    return [name for name in GUIDED_MODEL_METHODS if not callable(getattr(model, name, None))]
+
+
+def runs_on(method: str, model, schedule: Schedule) -> bool:
+    """Whether ``method`` can run with ``model`` on ``schedule``: the schedule family it is written for, and the
+    branches of a classifier-free-guided model where it replaces the unconditional embedding (null-text,
+    negative-prompt inversion). :func:`sample` and :func:`invert` refuse the combinations this rejects."""
+    record = get_method(method)
+    if record.schedules and not isinstance(schedule, record.schedules):
+        return False
+    return not (record.needs_guided_model and _missing_branches(model))
+
+
 def _check_guided_model(record: Method, model) -> None:
     if not record.needs_guided_model:
         return
-    missing = [name for name in GUIDED_MODEL_METHODS if not callable(getattr(model, name, None))]
+    missing = _missing_branches(model)
     if missing:
         raise InvalidTypeError(
             f"{record.name!r} replaces the unconditional embedding of a classifier-free-guided model: give a "

@@ -3,6 +3,7 @@
     python book/build.py execute [--profile ci] [--only 01_ddim_to_bdia] [--out DIR] [--param NAME=VALUE]
     python book/build.py html                                              # Jupyter Book, warnings are errors
     python book/build.py colab --out DIR                                   # unexecuted .ipynb for Colab
+    python book/build.py collect --executed DIR [--into paper-results]     # record a paper-profile run
 
 Chapters are MyST-markdown notebooks under notebooks/, listed in _toc.yml. `execute` converts
 each with jupytext, runs it with papermill (parameters: profile, device) into
@@ -112,8 +113,10 @@ def execute(profile: str, device: str, only: list[str] | None, out: Path | None 
     import nbformat
     import papermill
 
-    # the kernels inherit this: a page shows the experiment, not transformers' notices about optional backends
+    # the kernels inherit these: a page shows the experiment, not third-party notices and progress bars
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     root = EXECUTED if out is None else Path(out)
     out_dir = root / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -177,6 +180,52 @@ def html() -> int:
     return rc
 
 
+#: the chapters of the real reproduction (``make paper``): the paper profile at the paper's sizes
+PAPER_CHAPTERS = ("04_fid", "05_editing", "07_rectified_flow")
+#: the committed results of ``make paper`` runs, one folder per run (chapters show them beside their ci numbers)
+PAPER_RESULTS = ROOT / "paper-results"
+
+
+def glued_values(nb) -> dict:
+    """Every value a notebook glued: ``{key: {"text": text/plain, "markdown": text/markdown or None}}``."""
+    prefix = "application/papermill.record/"
+    values = {}
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
+            data = out.get("data", {})
+            if name and prefix + "text/plain" in data:
+                values[name] = {"text": data[prefix + "text/plain"], "markdown": data.get(prefix + "text/markdown")}
+    return values
+
+
+def collect(executed: Path, into: Path, device: str) -> Path:
+    """Write what the executed paper-profile chapters in ``executed`` glued into a new folder of ``into``, stamped
+    with the commit, the machine (GPU name, driver, torch and CUDA versions) and the parameters: the record that
+    the chapters show beside their ci numbers (``bdia.apps.book.paper_results``)."""
+    import nbformat
+
+    sys.path.insert(0, str(ROOT))
+    from bdia.apps.gpu import gpu_machine
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+                            ).stdout.strip() or "unknown"
+    machine = gpu_machine(device)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", machine.get("gpu", machine["processor"])).strip("-").lower()
+    folder = Path(into) / f"{time.strftime('%Y-%m-%d')}-{slug}-{commit}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in PAPER_CHAPTERS:
+        path = Path(executed) / "notebooks" / f"{name}.ipynb"
+        if not path.exists():
+            continue
+        nb = nbformat.read(path, as_version=4)
+        record = {"chapter": name, "commit": commit, "created": time.strftime("%Y-%m-%d"), "machine": machine,
+                  "parameters": nb.metadata.get("papermill", {}).get("parameters", {}), "glued": glued_values(nb)}
+        (folder / f"{name}.json").write_text(json.dumps(record, indent=2, default=str))
+    print(f"paper-profile results of {commit} on {machine.get('gpu', machine['processor'])}: {folder}")
+    return folder
+
+
 def vendored_mathjax() -> Path:
     """MathJax's browser build (es5, with its fonts), installed once from the npm registry into _build/vendor."""
     folder = BUILD / "vendor" / "node_modules" / "mathjax" / "es5"
@@ -221,6 +270,10 @@ def main(argv=None) -> int:
     ex.add_argument("--out", type=Path, default=None, help="folder for the executed notebooks (default: _build/executed)")
     ex.add_argument("--param", type=_parameter, action="append", default=[], metavar="NAME=VALUE",
                     help="a papermill parameter (value as JSON), e.g. --param paper_num_steps=4")
+    cl = sub.add_parser("collect", help="record what executed paper-profile chapters found (make paper)")
+    cl.add_argument("--executed", type=Path, required=True, help="the --out folder of `execute --profile paper`")
+    cl.add_argument("--into", type=Path, default=PAPER_RESULTS)
+    cl.add_argument("--device", default="cpu", help="the device the chapters ran on (stamped with the results)")
     sub.add_parser("html", help="build the HTML book from the executed chapters")
     co = sub.add_parser("colab", help="write unexecuted .ipynb files for Colab")
     co.add_argument("--out", type=Path, required=True)
@@ -229,6 +282,9 @@ def main(argv=None) -> int:
         return execute(args.profile, args.device, args.only, args.out, dict(args.param))
     if args.command == "html":
         return html()
+    if args.command == "collect":
+        collect(args.executed, args.into, args.device)
+        return 0
     return colab(args.out)
 
 

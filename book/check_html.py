@@ -3,9 +3,10 @@
     python book/check_html.py [--site _build/site/_build/html] [--screenshots _build/screenshots]
 
 Serves the book on localhost, blocks every request that leaves localhost (so the page must be
-self-contained: MathJax included), and asserts for every page: no console errors, every image loaded,
-every math node rendered by MathJax (no raw ``\\(`` left), no ``??`` or unresolved roles, and every
-internal link resolves. Uses Debian's ``chromium`` (``/usr/bin/chromium``) through playwright, never a
+self-contained: MathJax included), and asserts for every page, each opened in a fresh browser profile as a
+first visit: no console error or warning, every image loaded, every math node rendered by MathJax (no raw
+``\\(`` left), no ``??`` or unresolved roles, every internal link resolves, and no cell output shows a
+notice, a warning or a progress bar (a stream to stderr, a widget, or text of that kind). Uses Debian's ``chromium`` (``/usr/bin/chromium``) through playwright, never a
 downloaded browser. Exit status 1 lists the problems; a full-page screenshot of each page is saved.
 """
 
@@ -25,9 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 REDIRECT = re.compile(r'http-equiv="refresh"[^>]*url=([^"\'>]+)', re.IGNORECASE)
-#: console messages that are not faults of the book: pydata-sphinx-theme reads an unset colour mode on a
-#: browser's first visit, reports it, and falls back to "auto" as intended
-BENIGN_CONSOLE = ("Got invalid theme mode: . Resetting to auto.",)
+#: the console levels that are faults (the theme's own informational console.log lines are not)
+FAULT_LEVELS = ("error", "warning", "assert")
+#: what a notice, warning or progress bar in a cell's output looks like
+NOTICE = re.compile(r"Warning\b|warnings\.warn|\bWARNING\b|it/s\]|s/it\]|\d+%\|[█▏▎▍▌▋▊▉ ]*\||"
+                    r"^\[transformers\]|truncated because", re.MULTILINE)
 UNRESOLVED = ("??", "{glue:", "{cite}", "{numref}", "{eq}", "{doc}", ":::")
 
 
@@ -54,7 +57,12 @@ PAGE_CHECKS = """() => {
   const main = document.querySelector('main') || document.body;
   const text = main ? main.innerText : '';
   const links = [...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href'));
-  return {images, maths: maths.length, unrendered, text, links};
+  const outputs = [...document.querySelectorAll('.cell_output, .output')];
+  const stderr = [...document.querySelectorAll('.cell_output .stderr, .output.stderr')]
+    .map(o => o.innerText.slice(0, 120));
+  const widgets = document.querySelectorAll('.cell_output .jupyter-widgets, .widget-area').length;
+  const outputText = outputs.map(o => o.innerText).join(String.fromCharCode(10));
+  return {images, maths: maths.length, unrendered, text, links, stderr, widgets, outputText};
 }"""
 
 
@@ -73,7 +81,6 @@ def check(site: Path, screenshots: Path | None) -> list[str]:
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
             blocked: list[str] = []
 
             def route(r):
@@ -83,7 +90,6 @@ def check(site: Path, screenshots: Path | None) -> list[str]:
                 blocked.append(r.request.url)
                 return r.abort()
 
-            context.route("**/*", route)
             for path in pages:
                 rel = path.relative_to(site).as_posix()
                 refresh = REDIRECT.search(path.read_text(errors="replace"))
@@ -91,9 +97,13 @@ def check(site: Path, screenshots: Path | None) -> list[str]:
                     if not (path.parent / refresh.group(1)).exists():
                         problems.append(f"{rel}: redirects to missing {refresh.group(1)}")
                     continue
+                # a fresh profile per page: every page is checked as a reader's first visit (empty local storage)
+                context = browser.new_context(viewport={"width": 1280, "height": 900})
+                context.route("**/*", route)
                 page = context.new_page()
                 errors: list[str] = []
-                page.on("console", lambda msg, e=errors: e.append(msg.text) if msg.type == "error" else None)
+                page.on("console", lambda msg, e=errors: e.append(f"{msg.type}: {msg.text}")
+                        if msg.type in FAULT_LEVELS else None)
                 page.on("pageerror", lambda exc, e=errors: e.append(str(exc)))
                 page.goto(base + rel, wait_until="load")
                 page.wait_for_timeout(300)
@@ -104,8 +114,15 @@ def check(site: Path, screenshots: Path | None) -> list[str]:
                 except Exception as error:  # noqa: BLE001 - reported below as unrendered math
                     errors.append(f"MathJax did not finish: {error}")
                 result = page.evaluate(PAGE_CHECKS)
-                for message in (m for m in errors if m not in BENIGN_CONSOLE):
-                    problems.append(f"{rel}: console error: {message[:200]}")
+                for message in errors:
+                    problems.append(f"{rel}: console {message[:200]}")
+                for text in result["stderr"]:
+                    problems.append(f"{rel}: a cell writes to stderr: {text!r}")
+                if result["widgets"]:
+                    problems.append(f"{rel}: {result['widgets']} widget output(s) (a progress bar?) in the cells")
+                for match in NOTICE.finditer(result["outputText"]):
+                    line = result["outputText"][max(0, match.start() - 40):match.end() + 40].replace("\n", " ")
+                    problems.append(f"{rel}: a notice, warning or progress bar in a cell's output: {line!r}")
                 for src in result["images"]:
                     problems.append(f"{rel}: image not loaded: {src}")
                 for math in result["unrendered"]:
@@ -130,6 +147,7 @@ def check(site: Path, screenshots: Path | None) -> list[str]:
                     page.screenshot(path=str(screenshots / (rel.replace("/", "_") + ".png")), full_page=True)
                 print(f"checked {rel}: {result['maths']} math nodes, {len(result['links'])} links", flush=True)
                 page.close()
+                context.close()
             browser.close()
             for host in sorted({str(urlparse(u).hostname) for u in blocked}):
                 problems.append(f"the pages request {host}: a downloaded or offline copy of the book would lack it")

@@ -5,7 +5,9 @@ fails there; a plain `pytest tests` on a fresh checkout skips these tests.
 """
 
 import ast
+import re
 import json
+import math
 import os
 from pathlib import Path
 
@@ -40,12 +42,21 @@ def _glued_outputs(nb, mime: str) -> dict:
     return values
 
 
+def _literal(text: str):
+    """A glued value from its repr: Python literals, with nan and inf as pandas tables write them."""
+    tree = ast.parse(text, mode="eval")
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    if not names <= {"nan", "inf"}:
+        raise ValueError(text)
+    return eval(compile(tree, "<glue>", "eval"), {"__builtins__": {}}, {"nan": math.nan, "inf": math.inf})
+
+
 def glued(nb) -> dict:
     """Every value the notebook glued (myst_nb.glue), parsed from its text/plain form."""
     values = {}
     for name, text in _glued_outputs(nb, "text/plain").items():
         try:
-            values[name] = ast.literal_eval(text)
+            values[name] = _literal(text)
         except (ValueError, SyntaxError):
             values[name] = text
     return values
@@ -108,7 +119,8 @@ def test_chapter_2_round_trips_and_calls():
     g, md, text = glued(nb), glued_markdown(nb), printed(nb)
     # the computed verdicts say what the numbers say
     floor = [label for label, key in CH2_METHODS.items() if g[f"ch2_worst_{key}_float64"] < 1e-11]
-    assert md["ch2_floor_verdict"] == f"{names(floor)} stay at the rounding floor"
+    assert md["ch2_floor_verdict"] == ("every exact method stays at the rounding floor" if len(floor) == len(CH2_METHODS)
+                                       else f"{names(floor)} stay at the rounding floor")
     ks = {label: g[f"ch2_ks_{key}"] for label, key in {**CH2_METHODS, "ddim": "ddim_100"}.items()}
     assert md["ch2_ks_verdict"].startswith(f"Closest to standard normal noise by this measure are the latents of "
                                            f"{min(ks, key=ks.get)} ")
@@ -153,7 +165,7 @@ def test_chapter_3_integration_accuracy():
     fd10 = {k.removeprefix("ch3_fd_").removesuffix("_10"): v for k, v in g.items()
             if k.startswith("ch3_fd_") and k.endswith("_10")}
     beyond = [k for k, v in fd10.items() if k != "ddim" and abs(v - fd10["ddim"]) > noise]
-    assert ("by more." in md["ch3_fd_verdict"]) == bool(beyond)
+    assert ("by more than twice" in md["ch3_fd_verdict"]) == bool(beyond)
     assert g["ch3_reference_check"] < 1e-6  # the reference is far more accurate than any sampler
     # the statements of the chapter's prose
     assert 1.7 < g["ch3_order_heun_2d"] < 2.6
@@ -190,50 +202,61 @@ def test_chapter_4_fid():
     assert "BDIA-DDIM beats DDIM at 10 calls by more than the noise for gamma in" in text
 
 
+def table(g, key):
+    import pandas as pd
+
+    return pd.DataFrame(g[key])
+
+
 def test_chapter_5_editing():
     nb = load("05_editing")
-    g, text, md = glued(nb), printed(nb), glued_markdown(nb)
-    exact = ("edict", "bdia_09", "bdia_096", "bdia_1")
-    for key in exact:
-        for w in (1, 2, 3):
-            # the bit-exact claim: latents and network in float64
-            assert g[f"ch5_recon_{key}_{w}_float64_float64"] < 1e-10
-            # a float32 network fed float64 latents is exact only to the network's precision: it can be no
-            # worse than with float32 latents, where every input differs (the bound of the float32 test)
-            assert g[f"ch5_recon_{key}_{w}_float64_float32"] < 1e-4
-            assert g[f"ch5_recon_{key}_{w}_float32_float32"] < 1e-4
-        assert g[f"ch5_sd_{key}_float64_float64"] < 1e-10
-        assert g[f"ch5_sd_{key}_float64_float32"] < 1e-4 and g[f"ch5_sd_{key}_float32_float32"] < 1e-4
-    for w in (1, 2, 3):
-        for setting in ("float32_float32", "float64_float32", "float64_float64"):
-            assert g[f"ch5_recon_ddim_{w}_{setting}"] > 1e-3
-    assert g["ch5_sd_ddim_float64_float64"] > 1e-3
-    assert "exact methods, float64 latents and float64 network, every round trip below 1e-10: True" in text
-    # the mechanism: BDIA feeds the float32 network the same bits; EDICT's flips sit in its last call,
-    # at the pixels that are exactly zero (a CPU may or may not change its output there)
-    for key in ("bdia_09", "bdia_096", "bdia_1"):
-        assert g[f"ch5_flips_{key}"] == 0 and g[f"ch5_flip_error_{key}"] < 1e-13
-    assert 1 <= g["ch5_flips_edict"] <= g["ch5_zeros"] and g["ch5_flip_last_call_only_edict"]
-    # the verdicts are the numbers' verdicts
-    clean = [k for k in exact if g[f"ch5_flips_{k}"] == 0]
-    labels = {"edict": "edict", "bdia_09": "bdia (γ=0.9)", "bdia_096": "bdia (γ=0.96)", "bdia_1": "bdia (γ=1)"}
-    mixed = md["ch5_mixed_verdict"]
-    assert mixed.startswith(", ".join(labels[k] for k in clean[:-1]) + " and " + labels[clean[-1]])
-    assert ("while edict changed some of its inputs" in mixed) == (g["ch5_flips_edict"] > 0)
-    assert f"edict {g['ch5_flips_edict']}, all in its last reconstruction call" in md["ch5_flip_verdict"]
-    assert "bdia (γ=1) none" in md["ch5_flip_verdict"]
-    # the edit verdict names, for every guidance scale, the hit rates and who stays closer than fresh samples
-    labels = {"ddim": "ddim", **labels}
-    for w in (1, 2, 3):
-        rates = {key: g[f"ch5_hit_{key}_{w}"] for key in ("ddim",) + exact}
-        assert f"at guidance {w}, " in md["ch5_edit_verdict"].lower()
-        best = max(rates.values())
-        leaders = [labels[k] for k, r in rates.items() if r == best]
-        assert f"(most: {names(leaders)})" in md["ch5_edit_verdict"]
-        closer = [labels[k] for k in ("ddim",) + exact if g[f"ch5_dist_{k}_{w}"] < g[f"ch5_dist_fresh_{w}"]]
-        assert (names(closer) if closer else "no method") in md["ch5_edit_verdict"]
-    assert g["ch5_hit_bdia_096_2"] >= 0.9  # the edit works on the trained model
-    assert (g["ch5_sd_calls_bdia_096"], g["ch5_sd_calls_edict"], g["ch5_sd_calls_ddim"]) == (31, 64, 32)
+    g, md = glued(nb), glued_markdown(nb)
+    # exactness under guidance, in the three precision settings
+    precision = table(g, "ch5_precision")
+    exact = precision[precision.method != "ddim"]
+    by = exact.groupby(["latents", "network"])["error"].max()
+    assert by["float64", "float64"] < 1e-10 and by["float64", "float32"] < 1e-4 and by["float32", "float32"] < 1e-4
+    assert (precision[precision.method == "ddim"].error > 1e-3).all()
+    assert "every exact method returns the source to rounding error" in md["ch5_precision_verdict"]
+    # the mechanism: BDIA and O-BELM feed the float32 network the same bits; EDICT's flips sit in its last call, at
+    # the pixels that are exactly zero (a CPU may or may not change its output there)
+    flips = table(g, "ch5_flips").set_index("method")
+    for label in ("obelm", "bdia (γ=0.96)", "bdia (γ=1)"):
+        assert flips.loc[label, "flipped inputs"] == 0 and flips.loc[label, "round-trip error"] < 1e-13
+    edict = flips.loc["edict"]
+    assert 1 <= edict["flipped inputs"] <= g["ch5_zeros"] and edict["calls with flips"] == [edict["calls"] - 1]
+    assert f"EDICT changed {edict['flipped inputs']} network inputs, all in its last" in md["ch5_flip_verdict"]
+    # the editing benchmark: every method and guidance of the issue, the numbers behind the sentences
+    edits = table(g, "ch5_edits")
+    methods = set(edits.method)
+    assert {"ddim", "null-text", "negative-prompt", "edict", "obelm", "bdia (γ=0.9)", "bdia (γ=0.96)", "bdia (γ=1)",
+            "bdia (γ=1, lattice=True)", "bdia (γ=0.96), published first step", "fresh samples"} <= methods
+    assert set(edits.guidance) == {1.0, 3.0, 7.5}
+    at3 = edits[edits.guidance == 3.0].set_index("method")
+    exact_labels = ["edict", "obelm", "bdia (γ=0.9)", "bdia (γ=0.96)", "bdia (γ=1)", "bdia (γ=1, lattice=True)"]
+    all_exact = (edits[edits.method.isin(exact_labels)]["reconstruction error"] < 1e-6).all()
+    assert md["ch5_cost_verdict"].startswith("Every exact method reconstructs") == all_exact
+    assert at3.loc["bdia (γ=1, lattice=True)", "reconstruction error"] == 0.0
+    assert at3.loc["ddim", "reconstruction error"] > 1e-2
+    costs = table(g, "ch5_costs").set_index("method")
+    assert costs.loc["bdia (γ=1)", "network passes"] == 31 and costs.loc["edict", "network passes"] == 64
+    assert costs.loc["null-text", "of which backward"] > 0
+    # the published baselines' first step: the round trip cannot show it
+    assert (edits[edits.method == "bdia (γ=0.96), published first step"]["reconstruction error"] < 1e-10).all()
+    # null-text against DDIM inversion at guidance 3: 10x better with enough optimisation, or the page says why not
+    effort = table(g, "ch5_effort")
+    ddim = effort.loc[effort["Adam steps per step"] == 0, "round-trip error"].iloc[0]
+    best = effort["round-trip error"].min()
+    assert f"({ddim / best:.0f} times better)" in md["ch5_effort_verdict"]
+    assert ddim / best >= 10 or "converges slowly" in md["ch5_effort_verdict"]
+    # the Stable Diffusion code path on real photos: the exact methods return the VAE's reconstruction
+    photos = table(g, "ch5_photos")
+    exact_photos = photos[photos.method.isin(exact_labels)]
+    assert (exact_photos["PSNR (dB)"] == math.inf).all() and (exact_photos["SSIM"] == 1.0).all()
+    assert (photos[photos.method == "ddim"]["PSNR (dB)"] < math.inf).all()
+    calls = photos[photos.guidance == 3.0].set_index("method")["calls per image"]
+    assert (calls["bdia (γ=0.96)"], calls["edict"], calls["ddim"]) == (31, 64, 32)
+    assert md["ch5_photo_verdict"].startswith("Every exact method returns the VAE's reconstruction")
 
 
 def test_chapter_6_cost():
@@ -280,3 +303,22 @@ def test_chapter_7_rectified_flow():
         assert pipeline[family]["bdia (γ=1)"] < 1e-10 and pipeline[family]["edict"] < 1e-10
         assert pipeline[family]["ddim"] > 1e-6
     assert "Euler and FireFlow miss" in md["ch7_pipeline_verdict"]
+
+
+def test_computed_sentences_name_at_most_four_methods():
+    from test_pages import method_mentions
+
+    for chapter in CHAPTERS:
+        for key, text in glued_markdown(load(chapter)).items():
+            for sentence in re.split(r"(?<=[.;])\s+", text):
+                names = {re.sub(r"\s+", " ", m.lower()).removesuffix(" inversion") for m in method_mentions(sentence)}
+                assert len(names) <= 4, f"{chapter} {key}: {sentence}"
+
+
+def test_the_intro_pastes_every_chapters_finding():
+    intro = (ROOT / "book" / "intro.md").read_text()
+    for chapter in CHAPTERS:
+        key = f"ch{int(chapter[:2])}_glance"
+        assert f"/notebooks/{chapter}.ipynb::{key}" in intro, chapter
+        glance = glued(load(chapter))[key]
+        assert isinstance(glance, str) and glance.endswith(".") and len(glance) < 400

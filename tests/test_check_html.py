@@ -36,7 +36,11 @@ def test_a_sound_page_passes(tmp_path):
 def test_each_fault_is_reported(tmp_path):
     (tmp_path / "index.html").write_text(page(
         '<img src="missing.png"><p>see Fig. ?? and \\(x^2\\)</p><a href="gone.html">dead</a>'
-        '<script>undefinedFunction()</script><script src="https://cdn.example.org/lib.js"></script>'))
+        '<script>undefinedFunction()</script><script src="https://cdn.example.org/lib.js"></script>'
+        '<script>console.warn("deprecated option")</script>'
+        '<div class="cell_output"><div class="output stderr"><pre>UserWarning: careful</pre></div></div>'
+        '<div class="cell_output"><div class="output stream"><pre>sampling: 40%|████  | 4/10 [00:01&lt;00:01, '
+        '3.1it/s]</pre></div></div>'))
     (tmp_path / "forward.html").write_text('<meta http-equiv="Refresh" content="0; url=nowhere.html" />')
     problems = "\n".join(check_html.check(tmp_path, screenshots=tmp_path / "shots"))
     assert "image not loaded" in problems and "missing.png" in problems
@@ -46,4 +50,7 @@ def test_each_fault_is_reported(tmp_path):
     assert "undefinedFunction is not defined" in problems
     assert "the pages request cdn.example.org" in problems
     assert "forward.html: redirects to missing nowhere.html" in problems
+    assert "console warning: deprecated option" in problems
+    assert "a cell writes to stderr: 'UserWarning: careful'" in problems
+    assert "a notice, warning or progress bar in a cell's output" in problems and "it/s]" in problems
     assert (tmp_path / "shots" / "index.html.png").is_file()

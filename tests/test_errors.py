@@ -108,6 +108,9 @@ def test_fid_and_bench_inputs(tmp_path):
     UNet2DModel(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(8, 16), norm_num_groups=4,
                 layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
                 up_block_types=("UpBlock2D", "UpBlock2D")).save_pretrained(tmp_path / "unet")
+    from diffusers import DDPMScheduler
+
+    DDPMScheduler().save_config(tmp_path / "unet")
     with open(tmp_path / "edm.pkl", "wb") as f:
         pickle.dump({"ema": FakeEDM()}, f)
     with pytest.raises(ValueError, match=r"the EDM model makes \(3, 8, 8\) images, the DDPM \(3, 16, 16\)"):

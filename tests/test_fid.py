@@ -210,7 +210,7 @@ def test_resuming_with_another_model_or_seed_is_refused(tmp_path, tiny_digits_un
     with torch.no_grad():
         next(unet.parameters()).add_(1.0)
     unet.save_pretrained(other)
-    with pytest.raises(fid.ManifestMismatchError, match="different model_hash"):
+    with pytest.raises(fid.ManifestMismatchError, match="different model"):
         fid.run_fid(config(tmp_path, other, methods=["ddim"], num_samples=15))
 
 
@@ -311,6 +311,9 @@ def test_paper_profile_checks_everything_before_sampling(tmp_path, monkeypatch):
     UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16), norm_num_groups=4,
                 layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
                 up_block_types=("UpBlock2D", "UpBlock2D")).save_pretrained(tmp_path / "unet")
+    from diffusers import DDPMScheduler
+
+    DDPMScheduler().save_config(tmp_path / "unet")  # the schedule the paper profile reads with the model
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
     sampled = []
@@ -361,9 +364,12 @@ def test_paper_profile_runs_edm_methods_on_an_edm_checkpoint(tmp_path, detector_
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     torch.manual_seed(0)
+    from diffusers import DDPMScheduler
+
     UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16), norm_num_groups=4,
                 layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
                 up_block_types=("UpBlock2D", "UpBlock2D")).save_pretrained(tmp_path / "unet")
+    DDPMScheduler().save_config(tmp_path / "unet")  # the paper profile reads the model's schedule from it
     with open(tmp_path / "edm.pkl", "wb") as f:
         pickle.dump({"ema": FakeEDM()}, f)
     profile = fid.FIDSetup(fid.FIDConfig(out_dir=tmp_path / "out", profile="paper", model=str(tmp_path / "unet"),
@@ -375,10 +381,10 @@ def test_paper_profile_runs_edm_methods_on_an_edm_checkpoint(tmp_path, detector_
     torch.testing.assert_close(eps_model(x, 2.0), (x - x / 5) / 2)
     assert profile.model_for(bdia.MethodSpec("ddim"))[0] is profile.eps_model
     with pytest.raises(OSError, match="no EDM checkpoint"):
-        fid.load_edm_denoiser(tmp_path / "missing.pkl")
+        fid.load_edm_network(tmp_path / "missing.pkl")
     (tmp_path / "junk.pkl").write_bytes(b"\x80\x04junk")
     with pytest.raises(ValueError, match="is not an EDM checkpoint"):
-        fid.load_edm_denoiser(tmp_path / "junk.pkl")
+        fid.load_edm_network(tmp_path / "junk.pkl")
 
 
 def test_command_line_errors(tmp_path, monkeypatch, capsys):

@@ -5,6 +5,7 @@ output fails. The numbers are meaningless (random weights); what is checked is t
 published sizes, is labelled as stand-in work, and that exactness holds on any weights.
 """
 
+import ast
 import json
 import math
 import os
@@ -39,26 +40,76 @@ def test_chapter_4_paper_profile_scores_every_method_on_stand_ins():
     nb = notebook("04_fid")
     g = glued(nb)
     fids = {k: v for k, v in g.items() if k.startswith("ch4_fid_")}
-    assert len(fids) == 8 and all(math.isfinite(v) for v in fids.values())
+    assert len(fids) == 8 * 2 and all(math.isfinite(v) for v in fids.values())  # 8 methods at 4 and 8 calls
     assert g["ch4_num_samples"] == 16 and g["ch4_weights"] == STANDIN_LABEL
     assert "profile: paper" in printed(nb)
 
 
 def test_chapter_5_edits_stable_diffusion_at_the_configured_size_and_stays_exact():
+    import pandas as pd
+
     nb = notebook("05_editing")
     g = glued(nb)
-    assert g["ch5_sd_image_size"] == 256 and g["ch5_sd_weights"] == STANDIN_LABEL
+    assert g["ch5_sd_image_size"] == 128 and g["ch5_sd_weights"] == STANDIN_LABEL
+    photos = pd.DataFrame(g["ch5_photos"]).set_index("method")
     # 4 steps, strength 0.5: 2 inverted; invert + regenerate: BDIA 2 + 1, EDICT 4 + 4, DDIM 2 + 2
-    assert (g["ch5_sd_calls_bdia_096"], g["ch5_sd_calls_edict"], g["ch5_sd_calls_ddim"]) == (3, 8, 4)
-    for key in ("edict", "bdia_09", "bdia_096", "bdia_1"):
+    calls = photos["calls per image"]
+    assert (calls["bdia (γ=0.96)"], calls["edict"], calls["ddim"]) == (3, 8, 4)
+    assert photos.loc["null-text", "backward passes"] > 0
+    for label in ("edict", "bdia (γ=0.96)"):
         # float64 latents with the float32 network: exact to the network's precision on any weights
-        assert g[f"ch5_sd_{key}_float64_float32"] < 1e-4, key
+        assert photos.loc[label, "latent round-trip error"] < 1e-4, label
+    assert photos.loc["ddim", "latent round-trip error"] > 1e-4
+
+
+def test_the_stand_ins_hold_the_files_the_real_repositories_hold():
+    from safetensors import safe_open
+
+    root = need(DRYRUN.parent / "standins")
+
+    def snapshot(repo):
+        folder = root / f"models--{repo.replace('/', '--')}"
+        return folder / "snapshots" / (folder / "refs" / "main").read_text()
+
+    sd = snapshot("stable-diffusion-v1-5/stable-diffusion-v1-5")
+    for component, stem in (("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"),
+                            ("text_encoder", "model"), ("safety_checker", "model")):
+        for name, dtype in ((f"{stem}.safetensors", "F32"), (f"{stem}.fp16.safetensors", "F16")):
+            with safe_open(str(sd / component / name), "pt") as f:
+                first = f.get_slice(next(iter(f.keys())))
+                assert first.get_dtype() == dtype, (component, name)
+    cifar = snapshot("google/ddpm-cifar10-32")
+    assert (cifar / "diffusion_pytorch_model.bin").is_file() and not list(cifar.glob("*.safetensors"))
+    assert json.loads((cifar / "scheduler_config.json").read_text())["variance_type"] == "fixed_large"
+
+
+def test_chapter_7_runs_the_paper_code_on_saved_pipelines():
+    nb = notebook("07_rectified_flow")
+    g = glued(nb)
+    assert g["ch7_weights"] == f"{STANDIN_LABEL} / {STANDIN_LABEL}"
+    for family in ("SD3", "FLUX"):
+        # bfloat16 transformers with float64 latents: exact to the network's precision at worst
+        assert g["ch7_pipeline"][family]["bdia (γ=1)"] < 1e-3
+
+
+def test_make_paper_recorded_its_run_outside_the_committed_results():
+    runs = list(need(DRYRUN / "results").iterdir())
+    assert len(runs) == 1
+    records = {path.stem: json.loads(path.read_text()) for path in runs[0].glob("*.json")}
+    assert set(records) == {"04_fid", "05_editing", "07_rectified_flow"}
+    for record in records.values():
+        assert record["parameters"]["profile"] == "paper" and record["commit"] and record["machine"]["torch"]
+    assert ast.literal_eval(records["04_fid"]["glued"]["ch4_weights"]["text"]) == STANDIN_LABEL
 
 
 def test_the_fid_command_labels_its_scores():
     record = json.loads(need(DRYRUN / "fid" / "results.json").read_text())
     rows = record["results"]
-    assert {r["method"] for r in rows} == {"ddim", "bdia:gamma=1.0"} and all(math.isfinite(r["fid"]) for r in rows)
+    assert {r["method"] for r in rows} == {"ddim", "bdia:gamma=1.0", "heun"}
+    assert all(math.isfinite(r["fid"]) for r in rows)
+    # Heun ran on the class-conditional EDM stand-in, with labels; the DDIM family on the DDPM, without
+    labels = {r["method"]: r["class_labels"] for r in rows}
+    assert labels["heun"].startswith("uniform random one-hot over 10 classes") and labels["ddim"].startswith("none")
     assert {r["weights"] for r in rows} == {STANDIN_LABEL} and {r["detector_weights"] for r in rows} == {STANDIN_LABEL}
     assert record["reference"]["kind"] == "image folder" and record["reference"]["weights"] == STANDIN_LABEL
 

@@ -32,6 +32,23 @@ PUBLISHED = {
         "_class_name": "PNDMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
         "beta_schedule": "scaled_linear", "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
         "clip_sample": False},
+    ("stable-diffusion-v1-5/stable-diffusion-v1-5", "safety_checker"): {
+        "architectures": ["StableDiffusionSafetyChecker"], "model_type": "clip", "projection_dim": 768},
+    ("stable-diffusion-v1-5/stable-diffusion-v1-5", "feature_extractor"): {
+        "crop_size": 224, "do_center_crop": True, "do_normalize": True, "do_resize": True, "resample": 3,
+        "size": 224, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711]},
+    ("stable-diffusion-v1-5/stable-diffusion-v1-5", "model_index.json"): {
+        "_class_name": "StableDiffusionPipeline", "feature_extractor": ["transformers", "CLIPImageProcessor"],
+        "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"],
+        "scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"]},
+    ("google/ddpm-cifar10-32", "scheduler_config.json"): {
+        "_class_name": "DDPMScheduler", "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
+        "num_train_timesteps": 1000, "clip_sample": True, "trained_betas": None, "variance_type": "fixed_large"},
+    ("google/ddpm-cifar10-32", "model_index.json"): {
+        "_class_name": "DDPMPipeline", "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]},
     ("google/ddpm-cifar10-32", "."): {
         "sample_size": 32, "in_channels": 3, "out_channels": 3, "block_out_channels": [128, 256, 256, 256],
         "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
@@ -52,14 +69,46 @@ def snapshot(out, repo):
     return root / "snapshots" / (root / "refs" / "main").read_text()
 
 
+def published_file(root, component: str):
+    """Where a repository keeps a component's config: a file at the top level, or the folder's config file."""
+    if component.endswith(".json"):
+        return root / component
+    names = {"scheduler": "scheduler_config.json", "feature_extractor": "preprocessor_config.json"}
+    return root / component / names.get(component, "config.json")
+
+
 @pytest.mark.parametrize("repo, component", sorted(PUBLISHED))
 def test_written_configs_have_the_published_values(configs_only, repo, component):
-    folder = snapshot(configs_only, repo) / component
-    name = "scheduler_config.json" if component == "scheduler" else "config.json"
-    written = json.loads((folder / name).read_text())
+    written = json.loads(published_file(snapshot(configs_only, repo), component).read_text())
     for key, value in PUBLISHED[(repo, component)].items():
         assert written[key] == value, (repo, component, key)
-    assert (folder / standins.MARKER).is_file()
+    if not component.endswith(".json"):
+        assert (snapshot(configs_only, repo) / component / standins.MARKER).is_file()
+
+
+@pytest.fixture(scope="module")
+def cifar10_weights(tmp_path_factory):
+    out = tmp_path_factory.mktemp("standins-cifar10")
+    standins.write_standins(out, repositories=[standins.CIFAR10_MODEL])
+    return snapshot(out, standins.CIFAR10_MODEL)
+
+
+def test_the_cifar10_ddpm_is_a_legacy_pickle_as_published(cifar10_weights):
+    files = {p.name for p in cifar10_weights.iterdir()}
+    assert "diffusion_pytorch_model.bin" in files and not any(name.endswith(".safetensors") for name in files)
+    state = torch.load(cifar10_weights / "diffusion_pytorch_model.bin", weights_only=True)
+    assert all(v.dtype == torch.float32 for v in state.values())
+    attention = [k for k in state if ".attentions." in k]
+    assert attention and any(k.endswith(".query.weight") for k in attention)
+    assert not any(".to_q." in k or ".to_out." in k for k in attention)  # the names of early diffusers
+    # diffusers converts them when it loads the file: every weight arrives where the current UNet expects it
+    from diffusers import UNet2DModel
+
+    unet = UNet2DModel.from_pretrained(cifar10_weights)
+    loaded = unet.state_dict()
+    query = next(k for k in attention if k.endswith(".query.weight"))
+    assert torch.equal(loaded[query.replace(".query.", ".to_q.")], state[query])
+    assert len(loaded) == len(state)
 
 
 def test_the_tokenizer_has_the_published_vocabulary_size_and_length(configs_only):

@@ -11,13 +11,17 @@ With fewer than 3 repeats a row says that its ratio is a single measurement. ``p
 writes the rows to JSON and CSV with the machine they ran on; :func:`plot_benchmark` draws them.
 
 Models (all offline unless noted): ``gmm2d`` (exact 2-D mixture), ``digits-ideal`` (exact ideal
-denoiser of sklearn's digits), ``digits-unet`` (the shipped trained digits DDPM), ``tiny-sd`` (the
+denoiser of sklearn's digits), ``digits-unet`` (the shipped trained digits DDPM), ``digits-cfg`` (the same with
+classifier-free guidance 3 against its null class, which null-text and negative-prompt inversion need), ``tiny-sd`` (the
 miniature Stable Diffusion UNet with a prompt and guidance 3), ``sd-unet`` (the UNet of Stable Diffusion
 1.5, ``stable-diffusion-v1-5/stable-diffusion-v1-5``, 64x64x4 latents = 512x512 images, with fixed random
 text embeddings and guidance 3: from the hub, or its stand-in offline; slow on a CPU, meant for a GPU), and
 the rectified flows: ``gmm2d-flow`` (the exact 2-D mixture under SD3's flow grid), ``tiny-sd3`` and ``tiny-flux``
 (the miniature SD3 and FLUX transformers on the cat photo's latent). On a flow ``ddim`` is Euler, and the
-methods that run on flows only (``midpoint``, ``fireflow``) are measured there and skipped elsewhere.
+methods that run on flows only (``midpoint``, ``fireflow``) are measured there and skipped elsewhere; null-text and
+negative-prompt inversion run on the guided models only (``digits-cfg``, ``tiny-sd``). A row's
+``calls`` are forward network calls; null-text inversion's backward passes are in ``backward_passes``.
+:mod:`bdia.apps.suites` names the grids (``--suite cost``, ``edit``).
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ import torch
 from ..errors import InvalidValueError
 from ..experiments import round_trip
 from ..methods import INVERTIBLE_METHODS, MethodSpec, get_method, parse_methods
+from ..samplers import runs_on
 from ..schedules import VPSchedule
 from .files import check_writable, code_digest
 from .suites import BENCH_DTYPES, BENCH_MODELS, DEFAULT_METHODS
 
-__all__ = ["MODELS", "DEFAULT_METHODS", "BenchModel", "build_model", "run_benchmark", "machine_info",
-           "write_results", "read_results", "cached_benchmark", "plot_benchmark", "check_grid"]
+__all__ = ["MODELS", "DEFAULT_METHODS", "BenchModel", "TextUNet", "build_model", "run_benchmark", "machine_info",
+           "write_results", "read_results", "results_folder", "committed_results", "cached_benchmark",
+           "plot_benchmark", "check_grid"]
 
 MODELS = BENCH_MODELS
 
@@ -57,8 +63,9 @@ class BenchModel:
     weights: str = "exact model"
 
 
-class _TextUNet:
-    """A UNet2DConditionModel with fixed (random) text embeddings and classifier-free guidance."""
+class TextUNet:
+    """A UNet2DConditionModel with fixed (random) text embeddings as ``model(z, t) -> eps``, with classifier-free
+    guidance (the conditional and unconditional passes batched) when ``guidance_scale > 1``."""
 
     def __init__(self, unet, embeddings: torch.Tensor, guidance_scale: float):
         self.unet, self.emb, self.guidance_scale = unet, embeddings, guidance_scale
@@ -66,6 +73,8 @@ class _TextUNet:
     @torch.no_grad()
     def __call__(self, z, t):
         x = z.to(self.unet.dtype)
+        if self.guidance_scale <= 1:
+            return self.unet(x, t, encoder_hidden_states=self.emb.expand(len(z), -1, -1)).sample.to(z.dtype)
         from ..diffusers import classifier_free_guidance
 
         out = self.unet(torch.cat([x, x]), t, encoder_hidden_states=self.emb.expand(2 * len(z), -1, -1)).sample
@@ -99,6 +108,16 @@ def build_model(name: str, device="cpu", network_dtype: torch.dtype = torch.floa
         unet = load_unet(shipped_model_path(), device=device, dtype=network_dtype)
         return BenchModel(name, UNetEpsModel(unet, labels[idx].to(device)), images[idx].to(device), VPSchedule.ddpm(),
                           "trained digits DDPM (class-conditional), 16 digits", "trained by bdia")
+    if name == "digits-cfg":
+        from ..diffusers import UNetEpsModel, load_unet
+        from .digits import NULL_CLASS, load_digits_images, shipped_model_path
+
+        images, labels = load_digits_images()
+        idx = torch.randperm(len(images), generator=gen)[:16]
+        unet = load_unet(shipped_model_path(), device=device, dtype=network_dtype)
+        model = UNetEpsModel(unet, labels[idx].to(device), guidance_scale=3.0, null_class=NULL_CLASS)
+        return BenchModel(name, model, images[idx].to(device), VPSchedule.ddpm(),
+                          "trained digits DDPM, classifier-free guidance 3, 16 digits", "trained by bdia")
     if name == "tiny-sd":
         from skimage import data as skdata
 
@@ -117,7 +136,7 @@ def build_model(name: str, device="cpu", network_dtype: torch.dtype = torch.floa
         emb = torch.randn(1, 77, unet.config.cross_attention_dim, generator=gen).to(device=device, dtype=network_dtype)
         side = unet.config.sample_size
         latent = torch.randn(1, unet.config.in_channels, side, side, generator=gen).to(device)
-        return BenchModel(name, _TextUNet(unet, emb, 3.0), latent, VPSchedule.stable_diffusion(),
+        return BenchModel(name, TextUNet(unet, emb, 3.0), latent, VPSchedule.stable_diffusion(),
                           f"SD 1.5 UNet, {side}x{side}x4 latent ({8 * side}x{8 * side}), random text embeddings, "
                           "guidance 3", weights_label(SD_MODEL))
     if name == "gmm2d-flow":
@@ -147,13 +166,28 @@ def build_model(name: str, device="cpu", network_dtype: torch.dtype = torch.floa
 
 class _FreeModel:
     """A network that costs nothing: returns a fixed output (of the real model's kind), so only the sampler's
-    arithmetic is timed."""
+    arithmetic is timed. For a guided model it offers the branches too, the unconditional one differentiable in the
+    embedding (null-text inversion's optimisation then times its own arithmetic)."""
 
-    def __init__(self, eps: torch.Tensor, prediction=None):
-        self.eps, self.prediction = eps, prediction
+    def __init__(self, eps: torch.Tensor, model):
+        self.eps, self.prediction, self.model = eps, getattr(model, "prediction", None), model
 
     def __call__(self, z, t):
         return self.eps
+
+    def conditional(self, z, t):
+        return self.eps
+
+    def guided(self, z, t, null_embedding):
+        return self.eps
+
+    def unconditional(self, z, t, null_embedding):
+        return self.eps + 0.0 * null_embedding.sum()
+
+    def __getattr__(self, name):  # the embeddings and the guidance scale of the real model
+        if name in ("null_embedding", "conditional_embedding", "guidance_scale"):
+            return getattr(self.model, name)
+        raise AttributeError(name)
 
 
 def machine_info(device) -> dict:
@@ -231,9 +265,8 @@ def run_benchmark(models=("gmm2d",), methods=DEFAULT_METHODS, dtypes=("float32",
             if net_name != built_for:
                 bench, built_for = build_model(name, device=device, network_dtype=getattr(torch, net_name)), net_name
             data = bench.data.to(getattr(torch, dtype_name))
-            free = _FreeModel(bench.model(data, float(bench.schedule.timesteps(2)[0])),
-                              getattr(bench.model, "prediction", None))
-            runnable = [s for s in specs if not s.record.schedules or isinstance(bench.schedule, s.record.schedules)]
+            free = _FreeModel(bench.model(data, float(bench.schedule.timesteps(2)[0])), bench.model)
+            runnable = [s for s in specs if runs_on(s.method, bench.model, bench.schedule)]
             for n in step_counts:
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
@@ -251,6 +284,7 @@ def run_benchmark(models=("gmm2d",), methods=DEFAULT_METHODS, dtypes=("float32",
                         "seconds_median": statistics.median(t), "seconds_min": min(t), "seconds_max": max(t),
                         "sampler_only_seconds_median": statistics.median(free_times[str(spec)]),
                         "peak_gpu_memory_bytes": peak,
+                        "backward_passes": int(trip.state.extras.get("backward_passes", 0)),
                         "state_bytes": sum(z.numel() * z.element_size() for z in trip.state.latents),
                         "round_trip_error": trip.error, "input_moved_by_lattice": trip.input_moved,
                         "repeats": repeats,
@@ -269,12 +303,12 @@ def run_benchmark(models=("gmm2d",), methods=DEFAULT_METHODS, dtypes=("float32",
     return rows
 
 
-def write_results(rows: list[dict], path, device="cpu", note: str = "") -> Path:
-    """Write ``rows`` with :func:`machine_info` to ``path`` (JSON) and a CSV beside it."""
+def write_results(rows: list[dict], path, device="cpu", note: str = "", suite: str = "cost") -> Path:
+    """Write ``rows`` with :func:`machine_info` and the suite's name to ``path`` (JSON) and a CSV beside it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"machine": machine_info(device), "note": note, "created": time.strftime("%Y-%m-%d"),
-                                "rows": rows}, indent=2))
+    path.write_text(json.dumps({"machine": machine_info(device), "suite": suite, "note": note,
+                                "created": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2))
     with open(path.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -283,8 +317,32 @@ def write_results(rows: list[dict], path, device="cpu", note: str = "") -> Path:
 
 
 def read_results(path) -> dict:
-    """A results file of :func:`write_results`: ``{"machine", "note", "created", "rows"}``."""
-    return json.loads(Path(path).read_text())
+    """A results file of :func:`write_results`: ``{"machine", "suite", "note", "created", "rows"}`` (a file written
+    before suites existed is the ``cost`` suite's)."""
+    record = json.loads(Path(path).read_text())
+    record.setdefault("suite", "cost")
+    return record
+
+
+def results_folder(start=None) -> Path | None:
+    """The committed results, ``benchmarks/results`` of the repository that holds ``start`` (default: the working
+    directory); None outside a checkout (a chapter opened alone in Colab)."""
+    start = Path(start or Path.cwd()).resolve()
+    for parent in (start, *start.parents):
+        if (parent / "benchmarks" / "results").is_dir():
+            return parent / "benchmarks" / "results"
+    return None
+
+
+def committed_results(suite: str = "cost", gpu: bool = False, folder=None) -> dict | None:
+    """The committed results of ``suite`` measured on a CPU (or, with ``gpu``, on a GPU), newest first; None when
+    none is committed. The only source of the book's timing statements."""
+    folder = Path(folder) if folder else results_folder()
+    if folder is None:
+        return None
+    records = [read_results(path) for path in sorted(folder.glob("*.json"))]
+    matching = [r for r in records if r["suite"] == suite and ("gpu" in r["machine"]) == gpu]
+    return max(matching, key=lambda r: r["created"], default=None)
 
 
 def cached_benchmark(folder, device="cpu", **grid) -> tuple[dict, bool]:

@@ -4,9 +4,18 @@
 
 * a Hugging Face hub cache in ``DIR`` (the layout ``huggingface_hub`` resolves with
   ``HF_HUB_CACHE=DIR HF_HUB_OFFLINE=1``) holding, under the repository ids the paper profile loads by
-  default, models with the published configurations of those repositories and random weights
-  (float16 safetensors): Stable Diffusion 1.5 (UNet, VAE, CLIP text encoder, a CLIP tokenizer with a
-  vocabulary of the published size, the published scheduler config) and the CIFAR10 DDPM;
+  default, models with the published configurations of those repositories and random weights, in the files
+  and formats those repositories hold, so the paper code loads them through the same code paths as the real
+  ones: Stable Diffusion 1.5 (UNet, VAE, CLIP text encoder and safety checker as float32 safetensors with an
+  ``fp16`` variant beside each; a CLIP tokenizer with a vocabulary of the published size; the published
+  scheduler, feature-extractor and pipeline configs) and the CIFAR10 DDPM (a pickled float32
+  ``diffusion_pytorch_model.bin`` with the legacy attention key names ``query``/``key``/``value``/``proj_attn``,
+  which diffusers converts when it loads it, and the published scheduler config);
+* ``DIR/edm/edm-cifar10-32x32-cond-vp-standin.pkl``: a class-conditional network with the interface of NVlabs'
+  EDM checkpoints (``label_dim``, ``sigma_min``, ``sigma_max``, ``forward(x, sigma, class_labels)``), for
+  ``--edm-model``;
+* ``DIR/local/tiny-sd3`` and ``DIR/local/tiny-flux``: the miniature SD3 and FLUX pipelines saved as model folders,
+  which chapter 7's paper profile loads in the dry run (the published transformers are too large for one);
 * ``DIR/torch/hub/checkpoints/inception-2015-12-05.pt``: a TorchScript stand-in for the FID detector
   with the call signature of the real one (uint8 NCHW images in, 2048-d features out), found by
   :func:`bdia.apps.fid.load_detector` with ``TORCH_HOME=DIR/torch``;
@@ -30,7 +39,9 @@ from pathlib import Path
 import torch
 
 __all__ = ["MARKER", "STANDIN_LABEL", "TRAINED_LABEL", "SD_MODEL", "CIFAR10_MODEL", "REPOSITORIES", "SOURCES",
-           "write_standins", "write_detector", "write_reference", "weights_label", "is_standin", "definition_hash",
+           "write_standins", "write_detector", "write_reference", "write_edm_standin", "write_local_pipelines",
+           "EDMStandIn", "EDM_FILE",
+           "WEIGHT_FORMATS", "SD_SAFETY_CHECKER", "weights_label", "is_standin", "definition_hash",
            "environment", "SD35_MEDIUM_MODEL", "FLUX_DEV_MODEL", "SD35_MEDIUM_TRANSFORMER", "SD35_MEDIUM_SCHEDULER",
            "SD35_MEDIUM_VAE", "FLUX_DEV_TRANSFORMER", "FLUX_DEV_SCHEDULER", "FLUX_DEV_VAE"]
 
@@ -98,8 +109,20 @@ CIFAR10_UNET = {
 }
 CIFAR10_SCHEDULER = {
     "_class_name": "DDPMScheduler", "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
-    "num_train_timesteps": 1000, "clip_sample": True, "trained_betas": None, "variance_type": "fixed_small",
+    "num_train_timesteps": 1000, "clip_sample": True, "trained_betas": None, "variance_type": "fixed_large",
 }
+SD_SAFETY_CHECKER = {
+    "architectures": ["StableDiffusionSafetyChecker"], "model_type": "clip", "projection_dim": 768,
+    "logit_scale_init_value": 2.6592, "initializer_factor": 1.0,
+    "text_config": {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12,
+                    "max_position_embeddings": 77, "vocab_size": 49408},
+    "vision_config": {"hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16,
+                      "num_hidden_layers": 24, "patch_size": 14, "image_size": 224},
+}
+#: which weight files each repository holds: float32 safetensors with an fp16 variant (SD 1.5), or a float32
+#: pickle with the legacy attention key names (the CIFAR10 DDPM, published before diffusers renamed them)
+WEIGHT_FORMATS = {"stable-diffusion-v1-5/stable-diffusion-v1-5": "safetensors+fp16",
+                  "google/ddpm-cifar10-32": "legacy-bin"}
 CIFAR10_MODEL_INDEX = {"_class_name": "DDPMPipeline", "scheduler": ["diffusers", "DDPMScheduler"],
                        "unet": ["diffusers", "UNet2DModel"]}
 
@@ -135,10 +158,14 @@ SOURCES = {
                "copies (open-mmlab/mmagic configs/stable_diffusion, diffusers-rs unet config for v1.5). The VAE's "
                "scaling_factor 0.18215 is diffusers' default, which the published config predates. The "
                "tokenizer's vocabulary has the published size (49408 = 256 bytes + 256 word-final bytes + "
-               "48894 merges + 2 specials) with synthetic merges: it is not CLIP's vocabulary. The safety "
-               "checker named in model_index.json is not written (the paper code loads with safety_checker=None)."),
-    CIFAR10_MODEL: ("config.json, scheduler_config.json and model_index.json of the Hugging Face repository "
-                    "google/ddpm-cifar10-32, cross-checked against a public copy of its UNet config."),
+               "48894 merges + 2 specials) with synthetic merges: it is not CLIP's vocabulary. Each weight file is "
+               "float32 safetensors with an fp16 variant beside it, as in the repository; the safety checker "
+               "(a CLIP ViT-L/14 vision tower, safety_checker/config.json) is written too, though the paper code "
+               "loads the pipeline with safety_checker=None."),
+    CIFAR10_MODEL: ("config.json, scheduler_config.json (variance_type fixed_large, clip_sample true) and "
+                    "model_index.json of the Hugging Face repository google/ddpm-cifar10-32, cross-checked against a "
+                    "public copy of its UNet config; its weights are a float32 pickle, diffusion_pytorch_model.bin, "
+                    "with the attention key names of early diffusers (query, key, value, proj_attn)."),
     SD35_MEDIUM_MODEL: ("transformer/config.json, scheduler/scheduler_config.json and the VAE factors of the Hugging "
                         "Face repository stabilityai/stable-diffusion-3.5-medium (MMDiT-X: 24 layers, dual attention "
                         "in layers 0-12, QK RMS norm), cross-checked against public re-implementations of SD3.5 Medium."),
@@ -154,11 +181,12 @@ SOURCES = {
 
 REPOSITORIES = {
     SD_MODEL: {"model_index.json": SD_MODEL_INDEX, "unet": SD_UNET, "vae": SD_VAE, "text_encoder": SD_TEXT_ENCODER,
-               "tokenizer": SD_TOKENIZER, "scheduler": SD_SCHEDULER, "feature_extractor": SD_FEATURE_EXTRACTOR},
+               "tokenizer": SD_TOKENIZER, "scheduler": SD_SCHEDULER, "feature_extractor": SD_FEATURE_EXTRACTOR,
+               "safety_checker": SD_SAFETY_CHECKER},
     CIFAR10_MODEL: {"model_index.json": CIFAR10_MODEL_INDEX, ".": CIFAR10_UNET, "scheduler": CIFAR10_SCHEDULER},
 }
 
-_VERSION = 1  # bump when the way stand-ins are built changes
+_VERSION = 2  # bump when the way stand-ins are built changes
 
 
 def definition_hash() -> str:
@@ -249,16 +277,34 @@ def _write_tokenizer(folder: Path, config: dict, vocab_size: int) -> None:
         {k: config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")}, indent=2))
 
 
-def _save_model(model, folder: Path, seed: int) -> None:
+#: diffusers' names of an attention block's projections, and the names early diffusers published them under
+_LEGACY_ATTENTION = {".to_q.": ".query.", ".to_k.": ".key.", ".to_v.": ".value.", ".to_out.0.": ".proj_attn."}
+
+
+def _save_model(model, folder: Path, seed: int, weight_format: str) -> None:
+    """The weights as the repository holds them: float32 safetensors with an fp16 variant, or (``legacy-bin``) a
+    float32 pickle with the legacy attention key names."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    name = "diffusion_pytorch_model.safetensors" if hasattr(model, "save_config") else "model.safetensors"
-    save_file(tensors, str(folder / name), metadata={"format": "pt", "bdia": f"stand-in, seed {seed}"})
+    state = {k: v.detach().to(torch.float32).contiguous() for k, v in model.state_dict().items()}
+    stem = "diffusion_pytorch_model" if hasattr(model, "save_config") else "model"
+    if weight_format == "legacy-bin":
+        legacy = {}
+        for key, value in state.items():
+            for new, old in _LEGACY_ATTENTION.items():
+                key = key.replace(new, old) if ".attentions." in key else key
+            legacy[key] = value
+        torch.save(legacy, folder / f"{stem}.bin")
+        return
+    metadata = {"format": "pt", "bdia": f"stand-in, seed {seed}"}
+    save_file(state, str(folder / f"{stem}.safetensors"), metadata=metadata)
+    save_file({k: v.to(torch.float16) for k, v in state.items()}, str(folder / f"{stem}.fp16.safetensors"),
+              metadata=metadata)
 
 
-def _write_component(folder: Path, key: str, config: dict, seed: int, weights: bool = True) -> None:
+def _write_component(folder: Path, key: str, config: dict, seed: int, weights: bool = True,
+                     weight_format: str = "safetensors+fp16") -> None:
     torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
     if config.get("_class_name") in ("UNet2DConditionModel", "UNet2DModel", "AutoencoderKL"):
@@ -269,7 +315,7 @@ def _write_component(folder: Path, key: str, config: dict, seed: int, weights: b
         if weights:
             model = cls.from_config(fields)
             model.save_config(folder)  # the published fields, plus diffusers' defaults for the rest
-            _save_model(model, folder, seed)
+            _save_model(model, folder, seed, weight_format)
         else:
             (folder / "config.json").write_text(json.dumps(config, indent=2))
     elif config.get("model_type") == "clip_text_model":
@@ -279,7 +325,16 @@ def _write_component(folder: Path, key: str, config: dict, seed: int, weights: b
         text_config.architectures = config["architectures"]
         text_config.save_pretrained(folder)
         if weights:
-            _save_model(CLIPTextModel(text_config), folder, seed)
+            _save_model(CLIPTextModel(text_config), folder, seed, weight_format)
+    elif config.get("architectures") == ["StableDiffusionSafetyChecker"]:
+        from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+        from transformers import CLIPConfig
+
+        clip = CLIPConfig(text_config=config["text_config"], vision_config=config["vision_config"],
+                          **{k: v for k, v in config.items() if k not in ("text_config", "vision_config")})
+        clip.save_pretrained(folder)
+        if weights:
+            _save_model(StableDiffusionSafetyChecker(clip), folder, seed, weight_format)
     elif config.get("tokenizer_class") == "CLIPTokenizer":
         _write_tokenizer(folder, config, SD_TEXT_ENCODER["vocab_size"])
     elif "image_processor_type" in config:
@@ -303,7 +358,7 @@ def _write_repository(out: Path, repo: str, components: dict, seed: int, progres
         elif key == "scheduler" and repo == CIFAR10_MODEL:  # the DDPM repository keeps it at the top level
             (snapshot / "scheduler_config.json").write_text(json.dumps(config, indent=2))
         else:
-            _write_component(snapshot / key, key, config, seed + offset, weights)
+            _write_component(snapshot / key, key, config, seed + offset, weights, WEIGHT_FORMATS[repo])
     (snapshot / MARKER).write_text(json.dumps(_marker("repository", repo), indent=2))
     (root / "refs").mkdir(parents=True, exist_ok=True)
     (root / "refs" / "main").write_text(commit)
@@ -335,6 +390,66 @@ def write_detector(folder: Path, seed: int) -> Path:
     return path
 
 
+class EDMStandIn(torch.nn.Module):
+    """A class-conditional network with the interface of NVlabs' EDM checkpoints (``img_resolution``,
+    ``img_channels``, ``label_dim``, ``sigma_min``, ``sigma_max``, ``forward(x, sigma, class_labels)`` returning
+    ``D(x)``): a random convolution whose output depends on the label, so that a run that drops the labels is seen.
+    Importable from bdia, so its pickle loads without NVlabs' code."""
+
+    img_resolution, img_channels, label_dim = 32, 3, 10
+    sigma_min, sigma_max = 0.002, 80.0
+
+    def __init__(self, seed: int):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=gen) * 0.05)
+            self.conv.bias.zero_()
+        self.label_shift = torch.nn.Parameter(torch.randn(self.label_dim, 3, generator=gen) * 0.1, requires_grad=False)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        if class_labels is None:  # as EDM's preconditioner does without labels: the first class, silently
+            class_labels = torch.zeros(x.shape[0], self.label_dim, device=x.device)
+            class_labels[:, 0] = 1
+        sigma = sigma.reshape(-1, 1, 1, 1).to(x.dtype)
+        shift = (class_labels.to(x.dtype) @ self.label_shift.to(x.dtype)).reshape(-1, 3, 1, 1)
+        return (x + self.conv(x) * sigma / (1 + sigma)) / (1 + sigma**2) ** 0.5 + shift
+
+
+#: the EDM stand-in's file, under ``DIR/edm``
+EDM_FILE = "edm-cifar10-32x32-cond-vp-standin.pkl"
+
+
+def write_edm_standin(folder: Path, seed: int) -> Path:
+    """A pickled EDM-style checkpoint (``{"ema": EDMStandIn}``) for ``--edm-model``, with the stand-in marker."""
+    import pickle
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / EDM_FILE
+    with open(path.with_suffix(".tmp"), "wb") as f:
+        pickle.dump({"ema": EDMStandIn(seed)}, f)
+    os.replace(path.with_suffix(".tmp"), path)
+    (folder / MARKER).write_text(json.dumps(_marker("EDM network (class-conditional)"), indent=2))
+    return path
+
+
+def write_local_pipelines(folder: Path, seed: int) -> dict:
+    """The miniature SD3 and FLUX pipelines (``bdia.diffusers.tiny_stable_diffusion_3`` and ``tiny_flux``: the real
+    classes, random weights) saved as local model folders, marked as stand-ins: chapter 7's paper profile loads them
+    through the same ``load_pipeline`` as SD3.5 Medium and FLUX.1-dev, whose 2.5 and 12 billion parameters are too
+    large for a dry run on a CPU."""
+    from ..diffusers import tiny_flux, tiny_stable_diffusion_3
+
+    paths = {}
+    for name, make in (("tiny-sd3", tiny_stable_diffusion_3), ("tiny-flux", tiny_flux)):
+        path = folder / name
+        make(seed=seed).save_pretrained(path)
+        (path / MARKER).write_text(json.dumps(_marker(f"miniature {name} pipeline (random weights)"), indent=2))
+        paths[name] = str(path.resolve())
+    return paths
+
+
 def write_reference(folder: Path, seed: int, count: int = 64) -> None:
     """``count`` 32x32 PNG images (smooth random colour fields) standing in for a reference data set."""
     from PIL import Image
@@ -364,7 +479,9 @@ def write_standins(out, seed: int = 0, progress: bool = True, repositories=None,
     stamp = out / "definition.json"
     paths = {"hub_cache": str(out.resolve()), "detector": str((out / "torch" / "hub" / "checkpoints" / DETECTOR_FILE)
                                                                 .resolve()),
-             "reference": str((out / "reference").resolve()), "environment": environment(out)}
+             "reference": str((out / "reference").resolve()), "edm_model": str((out / "edm" / EDM_FILE).resolve()),
+             "pipelines": {name: str((out / "local" / name).resolve()) for name in ("tiny-sd3", "tiny-flux")},
+             "environment": environment(out)}
     if stamp.is_file() and json.loads(stamp.read_text()).get("definition") == definition_hash():
         return paths
     say = print if progress else (lambda *_: None)
@@ -372,8 +489,10 @@ def write_standins(out, seed: int = 0, progress: bool = True, repositories=None,
     for offset, (repo, components) in enumerate(REPOSITORIES.items()):
         _write_repository(out, repo, components, seed + 100 * offset, lambda what: say(f"writing {what}", flush=True),
                           True)
-    say("writing the stand-in FID detector and reference images", flush=True)
+    say("writing the stand-in FID detector, reference images and EDM network", flush=True)
     write_detector(out / "torch" / "hub" / "checkpoints", seed)
     write_reference(out / "reference", seed)
+    write_edm_standin(out / "edm", seed)
+    write_local_pipelines(out / "local", seed)
     stamp.write_text(json.dumps({"definition": definition_hash(), "seed": seed, **paths}, indent=2))
     return paths

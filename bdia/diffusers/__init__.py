@@ -24,7 +24,8 @@ from .flow_models import FluxVelocityModel, SD3VelocityModel
 from .flow_pipeline import BDIAFlowEditPipeline
 from .flow_scheduler import BDIAFlowMatchInverseScheduler, BDIAFlowMatchScheduler
 from .images import decode_latents, encode_image, pipeline_resolution, prepare_image
-from .loading import ModelNotAvailableError, cast_network, cast_pipeline, load_pipeline, load_unet, network_copy
+from .loading import (ModelNotAvailableError, cast_network, cast_pipeline, load_pipeline, load_scheduler_config,
+                      load_unet, network_copy)
 from .models import (StableDiffusionEpsModel, StableDiffusionXLEpsModel, UNetEpsModel, classifier_free_guidance,
                      schedule_from_scheduler)
 from .pipeline import BDIAEditPipeline, BDIAEditXLPipeline
@@ -34,6 +35,7 @@ from .tiny import tiny_flux, tiny_stable_diffusion, tiny_stable_diffusion_3, tin
 __all__ = [
     "load_unet",
     "load_pipeline",
+    "load_scheduler_config",
     "network_copy",
     "cast_network",
     "cast_pipeline",

@@ -65,6 +65,15 @@ class SD3VelocityModel:
                 negative_prompt_2=[negative_prompt] * batch, negative_prompt_3=[negative_prompt] * batch,
                 max_sequence_length=max_sequence_length)
 
+    @classmethod
+    def from_embeddings(cls, transformer, cond: Tensor, pooled: Tensor, num_train_timesteps: int = 1000):
+        """The transformer with given prompt embeddings (no text encoders; guidance 1), e.g. random ones for a
+        benchmark of the transformer alone."""
+        model = cls.__new__(cls)
+        model.transformer, model.guidance_scale, model.num_train_timesteps = transformer, 1.0, num_train_timesteps
+        model.cond, model.pooled, model.uncond, model.uncond_pooled = cond, pooled, None, None
+        return model
+
     @property
     def embeddings(self) -> tuple:
         """Everything the model is conditioned on (for the inversion's fingerprint)."""

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InvalidValueError, ModelNotAvailableError
+from ..errors import InvalidValueError, MissingFileError, ModelNotAvailableError
 
-__all__ = ["ModelNotAvailableError", "load_unet", "load_pipeline", "network_copy", "cast_network", "cast_pipeline"]
+__all__ = ["ModelNotAvailableError", "load_unet", "load_pipeline", "load_scheduler_config", "network_copy",
+           "cast_network", "cast_pipeline", "PIPELINE_CLASSES"]
 
 _CI_HINT = ("The 'paper' profile downloads hub models and needs internet access; offline, "
             "`python -m bdia standins --out DIR` writes stand-ins of the paper's models (published architectures, "
@@ -71,6 +72,50 @@ def _load(cls, model_id, _config_only: bool = False, **kwargs):
                                      f"{str(error).splitlines()[0][:200]}). {_CI_HINT}") from error
 
 
+def _load_weights(cls, model_id, dtype: torch.dtype, **kwargs):
+    """``_load`` of a model's weights in ``dtype``: for float16, the repository's ``fp16`` variant where it has one
+    (half the download, and the file a GPU run is meant to read), else its default files, cast."""
+    if dtype == torch.float16:
+        try:
+            return _load(cls, model_id, variant="fp16", **_dtype_kwarg(dtype), **kwargs)
+        except Exception as error:  # noqa: BLE001 - no fp16 variant: the default files below
+            if not _missing_variant(error):
+                raise
+    return _load(cls, model_id, **_dtype_kwarg(dtype), **kwargs)
+
+
+def _missing_variant(error: BaseException) -> bool:
+    """Whether a loading error (or one it was raised from) says the requested variant's files do not exist."""
+    while error is not None:
+        text = str(error)
+        if "fp16" in text or "variant" in text:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def load_scheduler_config(model_id, subfolder: str | None = None) -> dict:
+    """The scheduler config (``scheduler_config.json``) published with a model, from the same place as its weights
+    (a local folder, the Hugging Face cache, or the hub): the noise schedule the model was trained with. A model
+    without one is an error that says so; bdia never substitutes a default schedule for it."""
+    from diffusers import DDPMScheduler
+
+    kwargs = {"subfolder": subfolder} if subfolder else {}
+    where = f"{model_id}/{subfolder}" if subfolder else str(model_id)
+    try:
+        return dict(_load(DDPMScheduler, model_id, _config_only=True, **kwargs))
+    except ModelNotAvailableError as error:
+        raise ModelNotAvailableError(
+            f"the scheduler config of {where} (scheduler_config.json, the noise schedule the model was trained with) "
+            f"is neither in the local Hugging Face cache nor downloadable here; bdia will not guess a schedule. "
+            f"{_CI_HINT}") from error
+    except Exception as error:  # noqa: BLE001 - a local folder without the file
+        raise MissingFileError(
+            f"{where} has no scheduler_config.json: bdia reads the noise schedule a model was trained with from it "
+            "(betas, their schedule, the number of training steps) and will not guess one. Put the scheduler config "
+            "of the model's training beside its config.json") from error
+
+
 def _dtype_kwarg(dtype: torch.dtype) -> dict:
     """``from_pretrained``'s dtype argument: ``dtype`` since diffusers 0.36 (``torch_dtype`` before, now deprecated)."""
     import diffusers
@@ -107,6 +152,7 @@ def load_unet(model_id, subfolder: str | None = None, dtype: torch.dtype = torch
     """A diffusers UNet (``UNet2DModel`` or ``UNet2DConditionModel``, as its config says) from a hub id
     (``google/ddpm-cifar10-32``; ``stable-diffusion-v1-5/stable-diffusion-v1-5`` with ``subfolder="unet"``)
     or a local folder. The shipped digits model loads the same way: ``load_unet(bdia.digits.shipped_model_path())``.
+    In float16 the repository's ``fp16`` variant is read where it has one.
     """
     import diffusers
 
@@ -115,17 +161,30 @@ def load_unet(model_id, subfolder: str | None = None, dtype: torch.dtype = torch
     name = config.get("_class_name", "UNet2DModel")
     if name not in ("UNet2DModel", "UNet2DConditionModel"):
         raise InvalidValueError(f"{model_id} holds a {name}, not a UNet2DModel or UNet2DConditionModel")
-    unet = _load(getattr(diffusers, name), model_id, **_dtype_kwarg(dtype), **kwargs).to(device).eval()
+    unet = _load_weights(getattr(diffusers, name), model_id, dtype, **kwargs).to(device).eval()
     return cast_network(unet, dtype)
 
 
-def load_pipeline(model_id, dtype: torch.dtype = torch.float32, device="cpu"):
-    """A ``StableDiffusionPipeline`` from a hub id (``stable-diffusion-v1-5/stable-diffusion-v1-5``,
-    ``stabilityai/stable-diffusion-2-1-base``) or a local folder (e.g. a saved :func:`tiny_stable_diffusion`)."""
-    from diffusers import StableDiffusionPipeline
+#: the pipeline classes :func:`load_pipeline` builds, by the ``_class_name`` of a repository's ``model_index.json``
+PIPELINE_CLASSES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline", "StableDiffusion3Pipeline", "FluxPipeline")
 
-    pipe = _load(StableDiffusionPipeline, model_id, safety_checker=None, requires_safety_checker=False,
-                 **_dtype_kwarg(dtype))
+
+def load_pipeline(model_id, dtype: torch.dtype = torch.float32, device="cpu"):
+    """A diffusers pipeline from a hub id or a local folder, of the class its ``model_index.json`` names: Stable
+    Diffusion 1.x/2.x (``stable-diffusion-v1-5/stable-diffusion-v1-5``, without its safety checker), Stable
+    Diffusion XL (``stabilityai/stable-diffusion-xl-base-1.0``), Stable Diffusion 3 or FLUX."""
+    import diffusers
+
+    index = _load(diffusers.DiffusionPipeline, model_id, _config_only=True)
+    name = index.get("_class_name", "")
+    if name not in PIPELINE_CLASSES:
+        raise InvalidValueError(f"{model_id} holds a {name or 'pipeline without a class name'}; load_pipeline builds "
+                                f"{', '.join(PIPELINE_CLASSES)}")
+    # components the repository leaves out (SD3 without its T5 encoder, say) are passed as absent
+    extra = {key: None for key, value in index.items() if value == [None, None]}
+    if name == "StableDiffusionPipeline":
+        extra.update(safety_checker=None, requires_safety_checker=False)
+    pipe = _load_weights(getattr(diffusers, name), model_id, dtype, **extra)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
     return cast_pipeline(pipe, dtype)

@@ -18,7 +18,7 @@ from ...steps import lattice_round
 from ...toy import two_moons_mixture
 from . import join_names
 
-__all__ = ["ACCURACY_SPECS", "exact_flow", "accuracy", "fitted_orders", "accuracy_verdict", "round_trips",
+__all__ = ["glance", "ACCURACY_SPECS", "exact_flow", "accuracy", "fitted_orders", "accuracy_verdict", "round_trips",
            "round_trip_verdict", "parasitic_growth", "parasitic_verdict", "pipeline_round_trips", "pipeline_summary",
            "pipeline_verdict", "plot_accuracy", "plot_pipeline"]
 
@@ -60,8 +60,19 @@ def fitted_orders(table):
 
 
 def _name(label: str) -> str:
-    return {"ddim": "Euler", "midpoint": "the midpoint rule (RF-Solver)", "fireflow": "FireFlow",
-            "obelm": "O-BELM", "edict": "EDICT"}.get(label, label)
+    names = {"ddim": "Euler", "midpoint": "the midpoint rule (RF-Solver)", "fireflow": "FireFlow", "obelm": "O-BELM",
+             "edict": "EDICT"}
+    return names.get(label, label.replace("bdia (γ=", "BDIA (γ = "))
+
+
+def _names(labels) -> str:
+    """Method labels for a sentence, BDIA's gammas (without the lattice) named as one group."""
+    labels = list(labels)
+    bdia = [m for m in labels if m.startswith("bdia (γ=") and "lattice" not in m]
+    if len(bdia) < 2:
+        return join_names(_name(m) for m in labels)
+    gammas = [m.split("γ=")[1].rstrip(")") for m in bdia]
+    return join_names([f"BDIA at γ = {join_names(gammas)}"] + [_name(m) for m in labels if m not in bdia])
 
 
 def _gammas(labels) -> str:
@@ -129,7 +140,7 @@ def round_trip_verdict(table, bound: float = 1e-12) -> str:
         text += "; " + join_names(f"{m} loses digits to its 1/γ amplification ({e:.1e})"
                                   for m, e in lost["float64"].items())
     if len(approximate):
-        text += (f"; {join_names(_name(m) for m in approximate.index)} miss by {approximate.min():.1e} to "
+        text += (f"; {_names(approximate.index)} miss by {approximate.min():.1e} to "
                  f"{approximate.max():.1e}")
     return text + "."
 
@@ -205,10 +216,10 @@ def pipeline_verdict(table, bound: float = 1e-10) -> str:
     worst = table[families].max(axis=1)
     exact, missed = worst[worst < bound], worst[worst >= bound]
     calls = table["calls (invert + regenerate)"]
-    text = (f"Through {join_names(families)} with guidance, {join_names(_name(m) for m in exact.index)} return the "
+    text = (f"Through {join_names(families)} with guidance, {_names(exact.index)} return the "
             f"source latent to rounding error (worst {exact.max():.0e}, float64 latents)")
     if len(missed):
-        text += f", while {join_names(_name(m) for m in missed.index)} miss by {missed.min():.1e} to {missed.max():.1e}"
+        text += f", while {_names(missed.index)} miss by {missed.min():.1e} to {missed.max():.1e}"
     cheapest = calls[exact.index].idxmin() if len(exact) else None
     if cheapest is not None:
         text += (f". An exact edit costs {_name(cheapest)} {calls[cheapest]} network calls"
@@ -256,3 +267,14 @@ def plot_pipeline(rows, source, profile: str, weights: str):
         ax.set_yticks([])
     stamp_profile(fig, profile, f"weights: {weights}")
     return fig
+
+
+def glance(trips, pipeline_table, bound: float = 1e-10) -> str:
+    """Chapter 7's finding in one sentence, for the results table of the introduction."""
+    families = [c for c in pipeline_table.columns if not c.startswith("calls")]
+    bdia = float(pipeline_table.loc["bdia (γ=1)", families].max())
+    exact = trips.loc["bdia (γ=1)", "float64"] < 1e-12
+    missed = [_name(m) for m in ("midpoint", "fireflow") if m in trips.index and trips.loc[m, "float64"] >= 1e-6]
+    return (f"Beyond the paper: BDIA inverts rectified flows {'exactly' if exact and bdia < bound else 'approximately'} "
+            f"at one velocity call per step (through the {join_names(families)} pipelines to {bdia:.0e})"
+            + (f", where {join_names(missed)} miss{'es' if len(missed) == 1 else ''} by far more." if missed else "."))

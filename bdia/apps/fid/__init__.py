@@ -9,7 +9,8 @@
 Profiles:
 
 * ``paper``: ``google/ddpm-cifar10-32`` (unconditional DDPM), 3x32x32 images; with ``edm_model``, Heun
-  and BDIA-EDM run on an NVlabs EDM checkpoint instead (:func:`load_edm_denoiser`), else on the DDPM in
+  and BDIA-EDM run on an NVlabs EDM checkpoint instead (:func:`load_edm_network`; a class-conditional one with
+  random labels, as EDM's ``generate.py`` draws them), else on the DDPM in
   EDM's variables. Features: the TorchScript translation of TF-FID's Inception-v3 that NVlabs' metrics
   use (:func:`load_detector`; 2048-d). Reference (:func:`reference_stats`): an EDM statistics file
   (``.npz`` with ``mu`` and ``sigma``, e.g. EDM's ``cifar10-32x32.npz``), a folder of images, or a hub
@@ -28,8 +29,9 @@ _EXPORTS = {
                      "frechet_distance", "image_stats", "load_detector", "real_subset_spread", "to_uint8"], "features"),
     **dict.fromkeys(["PAPER_MODEL", "PAPER_REFERENCE", "PROFILES", "FIDProfile"], "profiles"),
     "reference_stats": "references",
-    **dict.fromkeys(["FIDConfig", "FIDSetup", "config_record", "default_model_id", "fingerprint", "fingerprinted_dir",
-                     "load_edm_denoiser", "read_results", "run_fid", "score_shards"], "run"),
+    **dict.fromkeys(["FIDConfig", "FIDSetup", "EDMNetwork", "WEIGHT_PATTERNS", "config_record", "default_model_id",
+                     "fingerprint", "fingerprinted_dir", "load_edm_network", "model_folder", "model_identity",
+                     "read_results", "run_fid", "score_shards"], "run"),
     **dict.fromkeys(["ManifestMismatchError", "ShardError", "check_manifest", "read_shard", "shard_metadata",
                      "shard_path", "shard_slug", "write_shard"], "shards"),
 }
@@ -40,8 +42,9 @@ if TYPE_CHECKING:
                            frechet_distance, image_stats, load_detector, real_subset_spread, to_uint8)
     from .profiles import PAPER_MODEL, PAPER_REFERENCE, PROFILES, FIDProfile
     from .references import reference_stats
-    from .run import (FIDConfig, FIDSetup, config_record, default_model_id, fingerprint, fingerprinted_dir,
-                      load_edm_denoiser, read_results, run_fid, score_shards)
+    from .run import (WEIGHT_PATTERNS, EDMNetwork, FIDConfig, FIDSetup, config_record, default_model_id, fingerprint,
+                      fingerprinted_dir, load_edm_network, model_folder, model_identity, read_results, run_fid,
+                      score_shards)
     from .shards import (ManifestMismatchError, ShardError, check_manifest, read_shard, shard_metadata, shard_path,
                          shard_slug, write_shard)
 

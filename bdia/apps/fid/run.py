@@ -39,7 +39,8 @@ from .references import reference_stats
 from .shards import ShardError, check_manifest, read_shard, shard_metadata, shard_path, write_shard
 
 __all__ = ["FIDConfig", "FIDSetup", "run_fid", "score_shards", "read_results", "fingerprint", "fingerprinted_dir",
-           "default_model_id", "config_record", "load_edm_denoiser"]
+           "default_model_id", "config_record", "EDMNetwork", "load_edm_network", "model_folder", "model_identity",
+           "WEIGHT_PATTERNS"]
 
 
 @dataclass
@@ -60,6 +61,9 @@ class FIDConfig:
     reference: str | None = None
     device: str = "cpu"
     progress: bool = True
+    #: limit x0 as the model's scheduler config says (``clip_sample``, thresholding) in the DDIM-family samplers;
+    #: off by default, as EDM's and the paper's samplers (the EDM family never clips)
+    follow_clipping: bool = False
 
     def __post_init__(self):
         self.out_dir = Path(self.out_dir)
@@ -108,25 +112,51 @@ def default_model_id(cfg: FIDConfig) -> str:
     return model
 
 
-def _model_identity(model_id: str) -> tuple[str, str]:
-    """``(name, hash)`` of a model: the sha256 of a local folder's weights, else the hub id."""
+#: the files that hold a model's weights, in every format a model folder may use
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pkl", "*.pt", "*.pth", "*.ckpt")
+
+
+def model_folder(model_id: str) -> Path | None:
+    """The folder holding a model: a local path, or its snapshot in the Hugging Face cache (downloaded if it is not
+    there yet and the hub can be reached); None when neither exists."""
     path = Path(model_id)
-    weights = sorted(path.rglob("*.safetensors")) if path.is_dir() else []
-    if weights:
-        return path.name, hashlib.sha256("".join(sha256_file(w) for w in weights).encode()).hexdigest()
-    return model_id, model_id
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(model_id, local_files_only=True))
+        except Exception:  # noqa: BLE001 - not cached yet: fetch it, as loading it would
+            return Path(snapshot_download(model_id))
+    except Exception:  # noqa: BLE001 - not a hub id, or offline without a cached copy
+        return None
+
+
+def model_identity(model_id: str) -> dict:
+    """What identifies a model's weights: its name, the sha256 of every weight file (safetensors, pickles, checkpoints:
+    the content, whatever the format) and whether they are stand-ins."""
+    folder = model_folder(model_id)
+    files = sorted({f for pattern in WEIGHT_PATTERNS for f in folder.rglob(pattern)}) if folder else []
+    if not files:
+        raise MissingFileError(f"no weights of {model_id} found (looked for {', '.join(WEIGHT_PATTERNS)}); an FID run "
+                               "pins the model it samples by the content of its weights")
+    digest = hashlib.sha256("".join(f"{f.relative_to(folder)}:{sha256_file(f)}" for f in files).encode()).hexdigest()
+    return {"name": Path(model_id).name if Path(model_id).is_dir() else model_id, "sha256": digest,
+            "weights": standins.weights_label(model_id)}
 
 
 def fingerprint(cfg: FIDConfig, model_id: str) -> dict:
-    """What the samples in an output folder depend on: the package's code, model weights, EDM checkpoint, seed,
-    sizes."""
-    name, model_hash = _model_identity(model_id)
+    """What the samples in an output folder depend on: the package's code, the model's and EDM checkpoint's weights
+    (by content, stand-ins named), the seed, the sizes and the clipping."""
     edm = None
     if cfg.edm_model:
         edm_path = Path(cfg.edm_model)
-        edm = {"name": edm_path.name, "sha256": sha256_file(edm_path) if edm_path.is_file() else None}
-    return {"code": code_digest(), "model": name, "model_hash": model_hash, "edm_model": edm, "seed": cfg.seed,
-            "batch_size": cfg.batch_size, "num_samples": cfg.num_samples, "profile": cfg.profile}
+        edm = {"name": edm_path.name, "sha256": sha256_file(edm_path) if edm_path.is_file() else None,
+               "weights": standins.weights_label(edm_path)}
+    return {"code": code_digest(), "model": model_identity(model_id), "edm_model": edm, "seed": cfg.seed,
+            "batch_size": cfg.batch_size, "num_samples": cfg.num_samples, "profile": cfg.profile,
+            "follow_clipping": cfg.follow_clipping}
 
 
 def fingerprinted_dir(root, cfg: FIDConfig) -> Path:
@@ -135,8 +165,37 @@ def fingerprinted_dir(root, cfg: FIDConfig) -> Path:
     return Path(root) / f"{cfg.profile}-{digest[:12]}"
 
 
-def load_edm_denoiser(path, device="cpu"):
-    """An EDM denoiser ``D(x, sigma)`` and its image shape from an NVlabs EDM checkpoint (``edm-*.pkl``).
+@dataclass
+class EDMNetwork:
+    """An NVlabs EDM checkpoint's network: its image shape, its number of classes (``label_dim``, 0 when
+    unconditional) and :meth:`denoiser`, ``D(x, sigma)`` for given one-hot class labels."""
+
+    net: object
+    shape: tuple
+    label_dim: int
+
+    def labels(self, batch: int, generator: torch.Generator, device) -> Tensor | None:
+        """Class labels for a batch as EDM's ``generate.py`` draws them (uniform, one-hot); None when unconditional."""
+        if not self.label_dim:
+            return None
+        index = torch.randint(self.label_dim, (batch,), generator=generator)
+        return torch.eye(self.label_dim, device=device)[index.to(device)]
+
+    def denoiser(self, class_labels: Tensor | None = None):
+        """``D(x, sigma)`` of the network, conditioned on ``class_labels`` (one row per sample) when given."""
+        net = self.net
+
+        @torch.no_grad()
+        def denoise(x: Tensor, sigma) -> Tensor:
+            sig = torch.full((x.shape[0],), float(sigma), device=x.device)
+            labels = None if class_labels is None else class_labels[: x.shape[0]]
+            return net(x.to(torch.float32), sig, labels).to(x.dtype)
+
+        return denoise
+
+
+def load_edm_network(path, device="cpu") -> EDMNetwork:
+    """The network of an NVlabs EDM checkpoint (``edm-*.pkl``), with its class count for conditional ones.
 
     The checkpoints are pickles of NVlabs' network classes: their repository's ``dnnlib`` and
     ``torch_utils`` must be importable, and, as with any pickle, load only files you trust.
@@ -159,72 +218,60 @@ def load_edm_denoiser(path, device="cpu"):
     if not isinstance(data, dict) or "ema" not in data:
         raise InvalidValueError(f"{path} is not an EDM checkpoint: it holds no 'ema' network")
     net = data["ema"].to(device).eval()
-
-    @torch.no_grad()
-    def denoiser(x: Tensor, sigma) -> Tensor:
-        sig = torch.full((x.shape[0],), float(sigma), device=x.device)
-        return net(x.to(torch.float32), sig).to(x.dtype)
-
-    return denoiser, (int(net.img_channels), int(net.img_resolution), int(net.img_resolution))
-
-
-#: DDPM's linear schedule as a diffusers config (the default of a scheduler config without betas)
-_DDPM_CONFIG = {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
-
-
-def _scheduler_config(model_id: str) -> dict | None:
-    """The noise schedule published with a diffusers UNet repository (``scheduler_config.json``), if any."""
-    from diffusers import DDPMScheduler
-
-    try:
-        return dict(DDPMScheduler.load_config(model_id, local_files_only=True))
-    except Exception:  # noqa: BLE001 - no scheduler config beside the UNet: the DDPM default is used
-        return None
+    shape = (int(net.img_channels), int(net.img_resolution), int(net.img_resolution))
+    return EDMNetwork(net, shape, int(getattr(net, "label_dim", 0) or 0))
 
 
 class FIDSetup:
-    """A profile resolved for a config before any sampling: the model and its schedule, the sample shape, an EDM
-    checkpoint for the EDM family when one is given, the detector and the reference."""
+    """A profile resolved for a config before any sampling: the model and its schedule (read from the model's own
+    scheduler config where the profile says so, never a default), the sample shape, an EDM checkpoint for the EDM
+    family when one is given, the detector and the reference."""
 
     def __init__(self, cfg: FIDConfig):
-        from ...diffusers import UNetEpsModel, load_unet
+        from ...diffusers import UNetEpsModel, load_scheduler_config, load_unet
 
         profile = PROFILES[cfg.profile]
         self.cfg = cfg
         self.model_id = default_model_id(cfg)
         unet = load_unet(self.model_id, device=cfg.device)
-        if profile.schedule_from_model:
-            config = _scheduler_config(self.model_id) or _DDPM_CONFIG
-            self.schedule = VPSchedule.from_diffusers_config(config)
-        else:
-            config, self.schedule = None, VPSchedule.ddpm()
+        config = load_scheduler_config(self.model_id) if profile.schedule_from_model else None
+        self.schedule = VPSchedule.from_diffusers_config(config) if config else VPSchedule.ddpm()
         labels = None
         if profile.null_label:  # every sample with the null label: unconditional, like the CIFAR10 DDPM's
             from ..digits import NULL_CLASS
 
             labels = torch.tensor([NULL_CLASS], device=cfg.device)
-        # the FID samplers take the network's eps as it is: no clipping of x0 (chapter 4 says so)
-        self.eps_model = UNetEpsModel(unet, class_labels=labels, scheduler_config=config, follow_clipping=False)
+        # the DDIM family limits x0 only on request (follow_clipping); the EDM family integrates eps and never does
+        self.eps_model = UNetEpsModel(unet, class_labels=labels, scheduler_config=config,
+                                      follow_clipping=cfg.follow_clipping)
+        self.unclipped = UNetEpsModel(unet, class_labels=labels, scheduler_config=config, follow_clipping=False)
+        self.clipping = self.eps_model.prediction.limits_x0
         self.weights = standins.weights_label(self.model_id)
         self.shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-        self.edm = None  # (eps model, schedule) for the EDM family, when an EDM checkpoint is given
-        if cfg.edm_model:
-            denoiser, shape = load_edm_denoiser(cfg.edm_model, device=cfg.device)
-            if shape != self.shape:
-                raise InvalidValueError(f"the EDM model makes {shape} images, the DDPM {self.shape}")
-            self.edm = (eps_model_from_denoiser(denoiser, EDMSchedule()), EDMSchedule())
+        self.edm = load_edm_network(cfg.edm_model, device=cfg.device) if cfg.edm_model else None
+        if self.edm is not None and self.edm.shape != self.shape:
+            raise InvalidValueError(f"the EDM model makes {self.edm.shape} images, the DDPM {self.shape}")
         if profile.detector == "digit-classifier":
             self.detector = digit_detector()
         else:
             self.detector = load_detector(cfg.detector, device=cfg.device)
         self.reference = cfg.reference or profile.reference
 
-    def model_for(self, spec: MethodSpec):
-        """The model and schedule a method samples with: for the EDM family, EDM's checkpoint and grid when there is
-        one, else the DDPM on EDM's grid; for the DDIM family, the DDPM on its own grid."""
+    def model_for(self, spec: MethodSpec, class_labels: Tensor | None = None):
+        """The model and schedule a method samples with: for the EDM family, EDM's checkpoint (with ``class_labels``
+        for a conditional one) and grid when there is one, else the DDPM, unclipped, on EDM's grid; for the DDIM
+        family, the DDPM on its own grid."""
         if spec.record.family == "edm":
-            return self.edm or (self.eps_model, self.schedule.with_spacing("karras"))
+            if self.edm is not None:
+                return eps_model_from_denoiser(self.edm.denoiser(class_labels), EDMSchedule()), EDMSchedule()
+            return self.unclipped, self.schedule.with_spacing("karras")
         return self.eps_model, self.schedule
+
+    def labels_note(self, spec: MethodSpec) -> str:
+        """How a method's samples were conditioned: EDM's random class labels, or none."""
+        if self.edm is not None and spec.record.family == "edm" and self.edm.label_dim:
+            return f"uniform random one-hot over {self.edm.label_dim} classes, seeded per shard (as EDM's generate.py)"
+        return "none (unconditional)"
 
     def reference_stats(self) -> tuple[dict, dict]:
         if self.reference is None:  # all of sklearn's digits
@@ -276,7 +323,8 @@ def run_fid(cfg: FIDConfig, on_shard: Callable[[MethodSpec, int, int], None] | N
         batch = min(cfg.batch_size, cfg.num_samples - k * cfg.batch_size)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + k)
         noise = torch.randn((batch, *setup.shape), generator=gen).to(cfg.device)
-        eps_model, schedule = setup.model_for(spec)
+        labels = setup.edm.labels(batch, gen, cfg.device) if setup.edm is not None else None
+        eps_model, schedule = setup.model_for(spec, labels)
         model = CountingModel(eps_model)
         steps = spec.record.steps_for_budget(calls)
         start = time.perf_counter()
@@ -309,15 +357,18 @@ def score_shards(cfg: FIDConfig, setup: FIDSetup, reference: dict, reference_des
             if len(used_calls) != 1:
                 raise ShardError(f"the shards of {spec} at {calls} calls used different numbers of network calls "
                                  f"{sorted(used_calls)}")
-            edm = bool(setup.edm) and spec.record.family == "edm"
+            edm = setup.edm is not None and spec.record.family == "edm"
             weights = standins.weights_label(cfg.edm_model) if edm else setup.weights
+            clipped = setup.clipping and spec.record.family != "edm"
             rows.append({"profile": cfg.profile, "method": str(spec), "label": spec.label, "budget": calls,
                          "steps": spec.record.steps_for_budget(calls), "calls": used_calls.pop(),
                          "num_samples": cfg.num_samples, "fid": stats.fid(reference),
                          "model": Path(cfg.edm_model).name if edm else setup.model_id, "weights": weights,
                          "features": setup.detector.name, "detector_weights": setup.detector.weights,
                          "detector_sha256": setup.detector.sha256, "reference": reference_description["reference"],
-                         "seed": cfg.seed, "sampling_seconds_this_run": round(seconds.get((str(spec), calls), 0.0), 2)})
+                         "seed": cfg.seed, "class_labels": setup.labels_note(spec),
+                         "x0_clipping": "as the scheduler config" if clipped else "none",
+                         "sampling_seconds_this_run": round(seconds.get((str(spec), calls), 0.0), 2)})
     with open(cfg.out_dir / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

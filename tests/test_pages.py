@@ -1,0 +1,73 @@
+"""How the chapters read on the page, checked on their sources: code that fits the code box, visible cells short
+enough to read, a parameters cell of literals, and no computed sentence that lists more than four methods."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = sorted((ROOT / "notebooks").glob("*.md"))
+CELL = re.compile(r"```\{code-cell\}[^\n]*\n(.*?)```", re.S)
+#: the width of a code box at 1280 px: longer lines scroll sideways
+MAX_LINE = 88
+#: the longest visible code cell (a hidden cell shows a "show code" button instead)
+MAX_VISIBLE_LINES = 25
+
+
+def cells(path: Path) -> list[tuple[list[str], list[str]]]:
+    """``(tags, code lines)`` of each code cell of a MyST chapter."""
+    out = []
+    for block in CELL.findall(path.read_text()):
+        lines = block.splitlines()
+        tags = []
+        while lines and lines[0].startswith(":"):
+            match = re.match(r":tags:\s*\[(.*)\]", lines[0])
+            if match:
+                tags = [t.strip() for t in match.group(1).split(",")]
+            lines = lines[1:]
+        while lines and not lines[0].strip():
+            lines = lines[1:]
+        out.append((tags, lines))
+    return out
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_code_fits_the_page(chapter):
+    long = [(len(line), line) for _, lines in cells(chapter) for line in lines if len(line) > MAX_LINE]
+    assert not long, f"{chapter.name}: lines over {MAX_LINE} characters scroll sideways: {long[:3]}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_visible_cells_are_short(chapter):
+    visible = [(len(lines), lines[0]) for tags, lines in cells(chapter)
+               if not {"hide-input", "remove-input", "remove-cell"} & set(tags) and len(lines) > MAX_VISIBLE_LINES]
+    assert not visible, f"{chapter.name}: visible cells longer than {MAX_VISIBLE_LINES} lines: {visible}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_the_first_cell_holds_the_parameters_as_literals(chapter):
+    tags, lines = cells(chapter)[0]
+    assert tags == ["parameters"]
+    for node in ast.parse("\n".join(lines)).body:
+        assert isinstance(node, ast.Assign), ast.dump(node)
+        ast.literal_eval(node.value)  # raises on anything but a literal
+
+
+# a computed sentence names methods; more than four in one sentence reads as a generated list
+METHOD_NAMES = re.compile(
+    r"\b(?:BDIA-EDM|BDIA|DDIM(?: inversion)?|EDICT|O-BELM|null-text inversion|negative-prompt inversion|Heun|Euler|"
+    r"FireFlow|the midpoint rule|RF-Solver|ddim|edict|obelm|heun|bdia-edm|bdia)\b(?: \([^)]*\))?", re.I)
+
+
+def method_mentions(sentence: str) -> list[str]:
+    """The method names of a sentence, one per mention; BDIA's gammas named together count once."""
+    sentence = re.sub(r"BDIA at γ = [0-9.]+(?:(?:, | and )[0-9.]+)*", "BDIA", sentence)
+    return METHOD_NAMES.findall(sentence)
+
+
+def test_the_method_counter_counts_names_not_settings():
+    assert len(method_mentions("BDIA at γ = 0.9, 0.96 and 1 and O-BELM stay at float64's rounding")) == 2
+    assert len(method_mentions("ddim 100%, edict 100%, bdia (γ=0.9) 100%, bdia (γ=0.96) 100% and bdia (γ=1) 100%")) \
+        == 5
