@@ -157,8 +157,10 @@ def html() -> int:
     stage_config(STAGE / "_config.yml")
     # not under _static: jupyter-book would add every .js file found there to every page
     shutil.copytree(vendored_mathjax(), STAGE / "_vendor" / "mathjax")
+    shutil.copy2(ROOT / "book" / "_static" / "book.css", STAGE / "_vendor" / "book.css")
     shutil.copytree(ROOT / "book" / "_ext", STAGE / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "book", STAGE / "book", ignore=shutil.ignore_patterns("*.py", "__pycache__", "_ext"))
+    shutil.copytree(ROOT / "book", STAGE / "book", ignore=shutil.ignore_patterns("*.py", "__pycache__", "_ext",
+                                                                                "_static"))
     (STAGE / "notebooks").mkdir()
     import nbformat
 
@@ -243,6 +245,7 @@ def stage_config(path: Path) -> None:
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     config["repository"]["url"], config["repository"]["branch"] = repository()
     config["sphinx"]["config"]["html_static_path"] = ["_vendor"]  # copied into the site's _static
+    config["sphinx"]["config"]["html_css_files"] = ["book.css"]
     config["sphinx"]["config"]["mathjax_path"] = "mathjax/tex-mml-chtml.js"
     config["sphinx"]["local_extensions"] = {"book_assets": "_ext"}
     path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))

@@ -4,7 +4,8 @@
 
 Serves the book on localhost, blocks every request that leaves localhost (so the page must be
 self-contained: MathJax included), and asserts for every page, each opened in a fresh browser profile as a
-first visit: no console error or warning, every image loaded, every math node rendered by MathJax (no raw
+first visit: no console error or warning, no code block or table that scrolls sideways at 1280 px, every
+image loaded, every math node rendered by MathJax (no raw
 ``\\(`` left), no ``??`` or unresolved roles, every internal link resolves, and no cell output shows a
 notice, a warning or a progress bar (a stream to stderr, a widget, or text of that kind). Uses Debian's ``chromium`` (``/usr/bin/chromium``) through playwright, never a
 downloaded browser. Exit status 1 lists the problems; a full-page screenshot of each page is saved.
@@ -62,7 +63,11 @@ PAGE_CHECKS = """() => {
     .map(o => o.innerText.slice(0, 120));
   const widgets = document.querySelectorAll('.cell_output .jupyter-widgets, .widget-area').length;
   const outputText = outputs.map(o => o.innerText).join(String.fromCharCode(10));
-  return {images, maths: maths.length, unrendered, text, links, stderr, widgets, outputText};
+  const boxes = [...document.querySelectorAll('.cell_input pre, .cell_output pre, .pst-scrollable-table-container')];
+  const scrolling = boxes.filter(b => b.offsetParent !== null && b.scrollWidth > b.clientWidth + 1)
+    .map(b => b.innerText.split(String.fromCharCode(10)).reduce((a, c) => a.length >= c.length ? a : c, '')
+    .slice(0, 80));
+  return {images, maths: maths.length, unrendered, text, links, stderr, widgets, outputText, scrolling};
 }"""
 
 
@@ -118,6 +123,8 @@ def check(site: Path, screenshots: Path | None) -> list[str]:
                     problems.append(f"{rel}: console {message[:200]}")
                 for text in result["stderr"]:
                     problems.append(f"{rel}: a cell writes to stderr: {text!r}")
+                for line in result["scrolling"]:
+                    problems.append(f"{rel}: a code block or table scrolls sideways at 1280 px: {line!r}")
                 if result["widgets"]:
                     problems.append(f"{rel}: {result['widgets']} widget output(s) (a progress bar?) in the cells")
                 for match in NOTICE.finditer(result["outputText"]):

@@ -91,7 +91,7 @@ def test_chapter_1_derivation_and_amplification():
                   "library matches the symbolic update and inverse to 1e-12: True",
                   "the solved inverse is eq. (eq-bdia-inverse): True",
                   # gamma = 1 is a leapfrog map in z; the midpoint rule in x = z/alpha only where alpha = 1
-                  "in x = z/alpha the gamma = 1 update is x_{i+1} + (s_{i-1} - s_{i+1}) eps for every schedule: False",
+                  "in x = z/alpha, gamma = 1 gives x_{i+1} + (s_{i-1} - s_{i+1}) eps on every schedule: False",
                   "... when alpha = 1 at the three levels (EDM's schedule): True",
                   "sampling roots: ['-gamma', '1'] | inversion roots: ['-1/gamma', '1']",
                   "eigenvalues of the mixing layer: ['1', 'p**2']"]:

@@ -40,7 +40,9 @@ def test_each_fault_is_reported(tmp_path):
         '<script>console.warn("deprecated option")</script>'
         '<div class="cell_output"><div class="output stderr"><pre>UserWarning: careful</pre></div></div>'
         '<div class="cell_output"><div class="output stream"><pre>sampling: 40%|████  | 4/10 [00:01&lt;00:01, '
-        '3.1it/s]</pre></div></div>'))
+        '3.1it/s]</pre></div></div>'
+        '<div class="cell_input" style="width: 200px"><pre style="overflow-x: auto">' + "x = 1  # " + "y" * 200 +
+        '</pre></div>'))
     (tmp_path / "forward.html").write_text('<meta http-equiv="Refresh" content="0; url=nowhere.html" />')
     problems = "\n".join(check_html.check(tmp_path, screenshots=tmp_path / "shots"))
     assert "image not loaded" in problems and "missing.png" in problems
@@ -51,6 +53,7 @@ def test_each_fault_is_reported(tmp_path):
     assert "the pages request cdn.example.org" in problems
     assert "forward.html: redirects to missing nowhere.html" in problems
     assert "console warning: deprecated option" in problems
+    assert "a code block or table scrolls sideways at 1280 px: 'x = 1  # yyy" in problems
     assert "a cell writes to stderr: 'UserWarning: careful'" in problems
     assert "a notice, warning or progress bar in a cell's output" in problems and "it/s]" in problems
     assert (tmp_path / "shots" / "index.html.png").is_file()

@@ -40,11 +40,13 @@ def state_table(rows, order, steps: int, dtype: str = "float32"):
     return at.pivot_table(index="label", columns="model", values="state_bytes").loc[order] / 1024
 
 
-def machine_line(name: str, record: dict) -> str:
-    """One line naming a committed run: its file, machine, threads, torch, date and note."""
+def machine_line(name: str, record: dict, width: int = 88) -> str:
+    """A paragraph naming a committed run: its file, machine, threads, torch, date and note, wrapped at ``width``."""
+    import textwrap
+
     m = record["machine"]
-    return (f"{name}: {m.get('gpu', m['processor'])}, {m['threads']} threads, torch {m['torch']}, "
-            f"{record['created']}. {record['note']}")
+    return textwrap.fill(f"{name}: {m.get('gpu', m['processor'])}, {m['threads']} threads, torch {m['torch']}, "
+                         f"{record['created']}. {record['note']}", width=width)
 
 
 def time_ratios(record, dtype: str = "float32"):
