@@ -15,7 +15,7 @@ DRYRUN := _build/paper-dryrun
 EDM_STANDIN = $(abspath $(STANDINS))/edm/edm-cifar10-32x32-cond-vp-standin.pkl
 # the paper profile, offline: hub models, the FID detector and reference from the stand-ins
 PAPER_ENV = HF_HUB_CACHE=$(abspath $(STANDINS)) HF_HUB_OFFLINE=1 TORCH_HOME=$(abspath $(STANDINS))/torch \
-	BDIA_CACHE=$(abspath $(DRYRUN))/cache
+	BDIA_CACHE=$(abspath $(DRYRUN))/cache BDIA_STANDINS=$(abspath $(STANDINS))
 
 .PHONY: book test chapters html demo colab-branch colab-publish chromium clean paper paper-dryrun gpu-check tools \
 	check-html
@@ -86,15 +86,7 @@ paper: $(BIN)/.installed
 # The dry run is `make paper` at small sizes on the stand-ins (published architectures, random weights, no network),
 # everything into $(DRYRUN), never into paper-results/ or the book's pages; then the fid and bench commands of the
 # paper profile. Its numbers are meaningless by design. PAPER_DEVICE=cuda runs it on a GPU.
-DRYRUN_PARAMS := --param paper_num_samples=16 --param paper_batch_size=16 --param 'budgets=[4, 8]' \
-	--param reference=$(abspath $(STANDINS))/reference --param edm_model=$(EDM_STANDIN) \
-	--param paper_num_steps=4 --param sd_resolution=128 --param strength=0.5 \
-	--param 'guidance_scales=[3.0]' --param 'precision_guidances=[3.0]' --param precision_digits=4 \
-	--param digits_per_pair=4 --param effort_digits=4 --param 'null_text_effort=[[2, 0.01, 1e-05]]' \
-	--param 'photo_names=["chelsea"]' \
-	--param 'sd_methods=["ddim", "edict", "bdia:gamma=0.96", "null-text:inner_steps=2"]' \
-	--param sd3_model=$(abspath $(STANDINS))/local/tiny-sd3 --param flux_model=$(abspath $(STANDINS))/local/tiny-flux \
-	--param paper_resolution=32 --param num_steps=8
+DRYRUN_PARAMS := --params book/params/paper-dryrun.yml
 
 paper-dryrun: $(BIN)/.installed $(STANDINS)/definition.json
 	rm -rf $(DRYRUN) && mkdir -p $(DRYRUN)

@@ -1,6 +1,7 @@
 """Execute the chapters and build the book.
 
     python book/build.py execute [--profile ci] [--only 01_ddim_to_bdia] [--out DIR] [--param NAME=VALUE]
+                                 [--params FILE.yml]
     python book/build.py html                                              # Jupyter Book, warnings are errors
     python book/build.py colab --out DIR                                   # unexecuted .ipynb for Colab
     python book/build.py collect --executed DIR [--into paper-results]     # record a paper-profile run
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -104,6 +106,20 @@ def _parameter(text: str) -> tuple[str, object]:
         return name, json.loads(value)
     except json.JSONDecodeError:
         return name, value
+
+
+def read_params(files) -> dict:
+    """The parameters of YAML files (``name: value`` each), later files winning."""
+    import yaml
+
+    params: dict = {}
+    for file in files:
+        loaded = yaml.safe_load(Path(file).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise SystemExit(f"{file}: a parameter file is a mapping of parameter names to values")
+        # ${NAME} in a value is the environment's NAME (where a dry run's stand-ins live, say)
+        params.update({k: os.path.expandvars(v) if isinstance(v, str) else v for k, v in loaded.items()})
+    return params
 
 
 def execute(profile: str, device: str, only: list[str] | None, out: Path | None = None,
@@ -273,6 +289,9 @@ def main(argv=None) -> int:
     ex.add_argument("--out", type=Path, default=None, help="folder for the executed notebooks (default: _build/executed)")
     ex.add_argument("--param", type=_parameter, action="append", default=[], metavar="NAME=VALUE",
                     help="a papermill parameter (value as JSON), e.g. --param paper_num_steps=4")
+    ex.add_argument("--params", type=Path, action="append", default=[], metavar="FILE",
+                    help="a YAML file of papermill parameters (name: value), e.g. book/params/paper-sdxl.yml; "
+                         "--param wins over it")
     cl = sub.add_parser("collect", help="record what executed paper-profile chapters found (make paper)")
     cl.add_argument("--executed", type=Path, required=True, help="the --out folder of `execute --profile paper`")
     cl.add_argument("--into", type=Path, default=PAPER_RESULTS)
@@ -282,7 +301,7 @@ def main(argv=None) -> int:
     co.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "execute":
-        return execute(args.profile, args.device, args.only, args.out, dict(args.param))
+        return execute(args.profile, args.device, args.only, args.out, {**read_params(args.params), **dict(args.param)})
     if args.command == "html":
         return html()
     if args.command == "collect":

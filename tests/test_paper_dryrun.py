@@ -40,7 +40,7 @@ def test_chapter_4_paper_profile_scores_every_method_on_stand_ins():
     nb = notebook("04_fid")
     g = glued(nb)
     fids = {k: v for k, v in g.items() if k.startswith("ch4_fid_")}
-    assert len(fids) == 8 * 2 and all(math.isfinite(v) for v in fids.values())  # 8 methods at 4 and 8 calls
+    assert len(fids) == 8 and all(math.isfinite(v) for v in fids.values())
     assert g["ch4_num_samples"] == 16 and g["ch4_weights"] == STANDIN_LABEL
     assert "profile: paper" in printed(nb)
 
@@ -55,7 +55,8 @@ def test_chapter_5_edits_stable_diffusion_at_the_configured_size_and_stays_exact
     # 4 steps, strength 0.5: 2 inverted; invert + regenerate: BDIA 2 + 1, EDICT 4 + 4, DDIM 2 + 2
     calls = photos["calls per image"]
     assert (calls["bdia (γ=0.96)"], calls["edict"], calls["ddim"]) == (3, 8, 4)
-    assert photos.loc["null-text", "backward passes"] > 0
+    null_text = [label for label in photos.index if label.startswith("null-text")]
+    assert len(null_text) == 1 and photos.loc[null_text[0], "backward passes"] > 0
     for label in ("edict", "bdia (γ=0.96)"):
         # float64 latents with the float32 network: exact to the network's precision on any weights
         assert photos.loc[label, "latent round-trip error"] < 1e-4, label

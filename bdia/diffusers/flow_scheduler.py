@@ -39,6 +39,7 @@ from ..lattice import check_lattice_range, resolve_lattice
 from ..methods import REGISTRY, rounding_amplification
 from ..predictions import PredictionConfig
 from ..samplers import InversionState
+from .stepping import SchedulerStepping
 
 __all__ = ["BDIAFlowMatchScheduler", "BDIAFlowMatchInverseScheduler", "BDIAFlowMatchSchedulerOutput"]
 
@@ -52,7 +53,7 @@ class BDIAFlowMatchSchedulerOutput(BaseOutput):
     prev_sample: torch.FloatTensor
 
 
-class BDIAFlowMatchScheduler(SchedulerMixin, ConfigMixin):
+class BDIAFlowMatchScheduler(SchedulerStepping, SchedulerMixin, ConfigMixin):
     """BDIA in rectified-flow variables for diffusers' flow-matching pipelines; see the module docstring."""
 
     _compatibles: list = []
@@ -129,33 +130,6 @@ class BDIAFlowMatchScheduler(SchedulerMixin, ConfigMixin):
         """The last step's output at the precision the scheduler carries it (``prev_sample`` is its cast)."""
         return self._exact
 
-    @property
-    def step_index(self) -> int | None:
-        return self._step_index
-
-    @property
-    def begin_index(self) -> int | None:
-        return self._begin_index
-
-    def set_begin_index(self, begin_index: int = 0) -> None:
-        self._begin_index = int(begin_index)
-
-    def __len__(self) -> int:
-        return self.config.num_train_timesteps
-
-    def index_for_timestep(self, timestep, schedule_timesteps=None) -> int:
-        schedule = self.timesteps if schedule_timesteps is None else schedule_timesteps
-        matches = (schedule == torch.as_tensor(timestep, device=schedule.device, dtype=schedule.dtype)).nonzero()
-        if len(matches) == 0:
-            raise InvalidValueError(f"timestep {float(timestep):g} is not in the schedule {schedule.tolist()}")
-        return int(matches[1 if len(matches) > 1 else 0])
-
-    def _init_step_index(self, timestep) -> None:
-        if self._begin_index is None:
-            self._step_index = self.index_for_timestep(timestep)
-        else:
-            self._step_index = self._begin_index
-
     def scale_noise(self, sample: torch.Tensor, timestep, noise: torch.Tensor | None = None) -> torch.Tensor:
         """img2img's forward process ``sigma noise + (1 - sigma) sample`` at each timestep (as the stock scheduler)."""
         sigmas = self.sigmas.to(device=sample.device, dtype=sample.dtype)
@@ -216,9 +190,7 @@ class BDIAFlowMatchScheduler(SchedulerMixin, ConfigMixin):
             raise InvalidValueError(f"schedule mismatch: the state was inverted on the sigmas "
                                     f"{[round(float(t), 4) for t in inverted]} ({state.num_steps} steps), this "
                                     f"scheduler's grid is {[round(s, 4) for s in self._grid]}")
-        if state.options.get("lattice") != self._lattice(state.dtype):
-            raise InvalidValueError(f"option mismatch: the state was inverted with lattice="
-                                    f"{state.options.get('lattice')!r}, this scheduler has lattice={self.config.lattice!r}")
+        self.check_lattice_of(state, self._lattice(state.dtype))
         self._noisier = (state.latents[0], self._grid[k])
         self._exact = state.latents[1]
         self._begin_index = None
@@ -228,12 +200,7 @@ class BDIAFlowMatchScheduler(SchedulerMixin, ConfigMixin):
         """Continue from an inversion: the next :meth:`set_timesteps` (with the state's step count, ``mu`` and sigmas)
         starts at ``t_{K-1}`` with ``z_K`` as the previous sample; returns the latents to pass to the pipeline, cast
         to ``dtype`` (the scheduler keeps the state's own precision)."""
-        if state.method != "bdia":
-            raise InvalidValueError(f"BDIAFlowMatchScheduler resumes 'bdia' inversions only, this state was made by "
-                                    f"{state.method!r}")
-        if state.options.get("gamma") != self.gamma:
-            raise InvalidValueError(f"option mismatch: the state was inverted with gamma={state.options.get('gamma')}, "
-                                    f"this scheduler has gamma={self.gamma}")
+        self.check_resumable(state)
         self._resume = state
         if dtype is not None and not dtype.is_floating_point:
             raise InvalidTypeError(f"cannot resume {state.dtype} latents as {dtype}")

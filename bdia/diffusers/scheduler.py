@@ -56,6 +56,7 @@ from ..methods import REGISTRY, rounding_amplification
 from ..predictions import Prediction, PredictionConfig
 from ..samplers import InversionState
 from ..schedules import Level, VPSchedule, betas_from_config
+from .stepping import SchedulerStepping
 
 __all__ = ["BDIAScheduler", "BDIAInverseScheduler", "BDIASchedulerOutput"]
 
@@ -71,7 +72,7 @@ class BDIASchedulerOutput(BaseOutput):
     pred_original_sample: torch.Tensor | None = None
 
 
-class BDIAScheduler(SchedulerMixin, ConfigMixin):
+class BDIAScheduler(SchedulerStepping, SchedulerMixin, ConfigMixin):
     """Bi-directional integration approximation (BDIA-DDIM) for diffusers pipelines; see the module docstring.
 
     ``gamma`` in [0, 1] is BDIA's mixing weight (0 gives DDIM, 1 the paper's eq. 26); ``lattice`` (``True``
@@ -139,33 +140,8 @@ class BDIAScheduler(SchedulerMixin, ConfigMixin):
         """The core's :class:`~bdia.VPSchedule` of this config (noise levels and grids)."""
         return self._schedule
 
-    @property
-    def step_index(self) -> int | None:
-        """Index (into ``timesteps``) of the next step, once stepping has begun."""
-        return self._step_index
-
-    @property
-    def begin_index(self) -> int | None:
-        """Index of the first step, when a pipeline set it (``set_begin_index``)."""
-        return self._begin_index
-
-    def set_begin_index(self, begin_index: int = 0) -> None:
-        """Where a pipeline starts in ``timesteps`` (img2img and inpainting start mid-grid)."""
-        self._begin_index = int(begin_index)
-
-    def index_for_timestep(self, timestep, schedule_timesteps=None) -> int:
-        """Index of ``timestep`` in ``schedule_timesteps`` (default: ``timesteps``); ``ValueError`` if absent."""
-        schedule = self.timesteps if schedule_timesteps is None else schedule_timesteps
-        matches = (schedule.cpu() == float(timestep)).nonzero()
-        if len(matches) == 0:
-            raise InvalidValueError(f"timestep {float(timestep):g} is not in the schedule {schedule.tolist()}")
-        return int(matches[1 if len(matches) > 1 else 0])
-
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
         return sample
-
-    def __len__(self) -> int:
-        return self.config.num_train_timesteps
 
     def _level(self, t: int) -> Level:
         return self._schedule.level(int(t))
@@ -232,15 +208,8 @@ class BDIAScheduler(SchedulerMixin, ConfigMixin):
         (an :class:`~bdia.ExactnessWarning` says so); keep the pipeline's latents in the state's dtype for a
         rounding-level round trip (:class:`BDIAEditPipeline` does).
         """
-        if state.method != "bdia":
-            raise InvalidValueError(f"BDIAScheduler resumes 'bdia' inversions only, this state was made by "
-                                    f"{state.method!r}")
-        if state.options.get("gamma") != self.gamma:
-            raise InvalidValueError(f"option mismatch: the state was inverted with gamma={state.options.get('gamma')}, "
-                                    f"this scheduler has gamma={self.gamma}")
-        if state.options.get("lattice") != self._lattice(state.dtype, state.num_steps):
-            raise InvalidValueError(f"option mismatch: the state was inverted with lattice="
-                                    f"{state.options.get('lattice')!r}, this scheduler has lattice={self.config.lattice!r}")
+        self.check_resumable(state)
+        self.check_lattice_of(state, self._lattice(state.dtype, state.num_steps))
         if dtype is not None and dtype != state.dtype:
             if not (dtype.is_floating_point and state.dtype.is_floating_point):
                 raise InvalidTypeError(f"cannot resume {state.dtype} latents as {dtype}")
