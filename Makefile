@@ -85,19 +85,20 @@ paper: $(BIN)/.installed
 
 # The dry run is `make paper` at small sizes on the stand-ins (published architectures, random weights, no network),
 # everything into $(DRYRUN), never into paper-results/ or the book's pages; then the fid and bench commands of the
-# paper profile. Its numbers are meaningless by design. PAPER_DEVICE=cuda runs it on a GPU.
+# paper profile. Its numbers are meaningless by design. DRYRUN_DEVICE=cuda runs all of it on a GPU.
 DRYRUN_PARAMS := --params book/params/paper-dryrun.yml
+DRYRUN_DEVICE ?= cpu
 
 paper-dryrun: $(BIN)/.installed $(STANDINS)/definition.json
 	rm -rf $(DRYRUN) && mkdir -p $(DRYRUN)
 	start=$$(date +%s) && \
-	$(PAPER_ENV) $(MAKE) --no-print-directory paper PAPER_DEVICE=$(or $(DEVICE),cpu) PAPER_OUT=$(DRYRUN) \
+	$(PAPER_ENV) $(MAKE) --no-print-directory paper PAPER_DEVICE=$(DRYRUN_DEVICE) PAPER_OUT=$(DRYRUN) \
 		PAPER_RESULTS=$(DRYRUN)/results PAPER_PARAMS="$(DRYRUN_PARAMS)" && \
 	$(PAPER_ENV) $(BIN)/python -m bdia fid --profile paper --methods ddim bdia:gamma=1.0 heun --calls 4 \
-		--num-samples 8 --batch-size 8 --reference $(abspath $(STANDINS))/reference --edm-model $(EDM_STANDIN) \
+		--num-samples 8 --batch-size 8 --device $(DRYRUN_DEVICE) --reference $(abspath $(STANDINS))/reference --edm-model $(EDM_STANDIN) \
 		--out $(DRYRUN)/fid && \
 	$(PAPER_ENV) $(BIN)/python -m bdia bench --models sd-unet --methods ddim bdia:gamma=1.0 --dtypes float32 \
-		--steps 2 --repeats 1 --out $(DRYRUN)/bench/results.json --note "paper dry run: stand-in weights" && \
+		--steps 2 --repeats 1 --device $(DRYRUN_DEVICE) --out $(DRYRUN)/bench/results.json --note "paper dry run: stand-in weights" && \
 	BDIA_REQUIRE_DRYRUN=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_paper_dryrun.py && \
 	echo "paper dry run passed in $$(( $$(date +%s) - start )) s on $$(nproc) cores" | tee $(DRYRUN)/wall_time.txt
 

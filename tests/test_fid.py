@@ -290,7 +290,7 @@ def test_references_as_statistics_file_and_image_folder(tmp_path, detector_file)
     # the cached statistics equal a direct computation over the same images
     from PIL import Image
 
-    images = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1)
+    images = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1)
                           for p in sorted((tmp_path / "ref").glob("*.png"))])
     direct = fid.image_stats(detector, [images])
     np.testing.assert_allclose(stats["mu"], direct.mu, rtol=1e-12)

@@ -2,7 +2,9 @@
 class-conditional EDM checkpoints sampled with labels, models pinned by the content of their weights in any format,
 the fp16 variant for half precision, and x0 clipping on request."""
 
+import logging
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -59,6 +61,30 @@ def test_a_cached_model_whose_scheduler_config_is_missing_offline_is_an_error(tm
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(ModelNotAvailableError, match="scheduler config of google/ddpm-cifar10-32"):
         load_scheduler_config(standins.CIFAR10_MODEL)
+
+
+def test_a_pickled_checkpoint_from_the_hub_cache_loads_without_notices(tmp_path, monkeypatch):
+    # google/ddpm-cifar10-32 has only a pickled .bin: diffusers logs an error before it falls back to reading it
+    repo = tmp_path / "models--someone--ddpm"
+    original = tiny_unet()
+    original.save_pretrained(repo / "snapshots" / ("0" * 40), safe_serialization=False)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    notices = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = notices.append
+    logging.getLogger("diffusers").addHandler(handler)  # diffusers' loggers do not propagate to pytest's
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            unet = load_unet("someone/ddpm")
+    finally:
+        logging.getLogger("diffusers").removeHandler(handler)
+    assert [record.getMessage() for record in notices] == []
+    loaded, expected = unet.state_dict(), original.state_dict()
+    assert loaded.keys() == expected.keys() and all(torch.equal(loaded[k], expected[k]) for k in expected)
 
 
 def test_a_conditional_edm_checkpoint_is_sampled_with_random_labels(tmp_path):

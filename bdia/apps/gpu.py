@@ -19,7 +19,7 @@ The full grid is planned to finish in about 8 minutes on an H200 (it has not bee
 available where it was written). ``--smoke`` runs the same code on the CPU with miniature networks, few steps and
 one repeat, so the test suite checks the code and the result file's schema without a GPU. The results file stamps
 the machine (GPU name, driver, torch, CUDA and cuDNN versions); chapter 6 shows it once it is committed under
-``benchmarks/results/``. The paper profile's chapters on CUDA are ``make paper-dryrun PAPER_DEVICE=cuda``.
+``benchmarks/results/``. The paper profile's chapters on CUDA are ``make paper-dryrun DRYRUN_DEVICE=cuda``.
 """
 
 from __future__ import annotations

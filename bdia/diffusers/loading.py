@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -53,7 +56,28 @@ def _local_path(model_id) -> Path | None:
     return None
 
 
+@contextlib.contextmanager
+def _without_fallback_notices():
+    """Silence two notices of a load that succeeds: diffusers logs an *error* when a repository has no safetensors
+    file before it reads the pickled ``.bin`` (google/ddpm-cifar10-32 has only that), and its config reader passes
+    huggingface_hub an argument the hub deprecated. A load that really fails still raises."""
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def _load(cls, model_id, _config_only: bool = False, **kwargs):
+    with _without_fallback_notices():
+        return _load_noisy(cls, model_id, _config_only, **kwargs)
+
+
+def _load_noisy(cls, model_id, _config_only: bool = False, **kwargs):
     if _config_only:  # read the config alone: which class to build
         cls = _ConfigReader(cls)
     path = _local_path(model_id)
