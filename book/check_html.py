@@ -63,7 +63,8 @@ PAGE_CHECKS = """() => {
     .map(o => o.innerText.slice(0, 120));
   const widgets = document.querySelectorAll('.cell_output .jupyter-widgets, .widget-area').length;
   const outputText = outputs.map(o => o.innerText).join(String.fromCharCode(10));
-  const boxes = [...document.querySelectorAll('.cell_input pre, .cell_output pre, .pst-scrollable-table-container')];
+  const boxes = [...document.querySelectorAll(
+    '.cell_input pre, .cell_output pre, .cell_output .output, .pst-scrollable-table-container')];
   const scrolling = boxes.filter(b => b.offsetParent !== null && b.scrollWidth > b.clientWidth + 1)
     .map(b => b.innerText.split(String.fromCharCode(10)).reduce((a, c) => a.length >= c.length ? a : c, '')
     .slice(0, 80));

@@ -141,3 +141,25 @@ def test_the_photo_verdict_and_summary():
     assert "negative-prompt inversion stays at 27.0 dB at every guidance" in text
     summary = photos.photo_summary(table)
     assert list(summary.columns[:2]) == ["PSNR, w = 1", "PSNR, w = 7.5"]
+
+
+def test_the_edits_table_puts_each_number_under_its_metric_and_guidance():
+    rows = [{"method": m, "guidance": g, "reconstruction error": e * g, "edit success": s / g,
+             "feature distance": d + g}
+            for m, e, s, d in [("ddim", 1e-2, 0.9, 10.0), ("bdia (γ=1)", 1e-16, 0.6, 12.0)] for g in (1.0, 3.0)]
+    view = editing.edits_view(pd.DataFrame(rows))
+    table = view.data
+    assert list(table.index) == ["ddim", "bdia (γ=1)"]  # the run's order, not the alphabet
+    assert table.loc["ddim", ("round-trip error", "3")] == pytest.approx(3e-2)
+    assert table.loc["bdia (γ=1)", ("read as the target", "3")] == pytest.approx(0.2)
+    assert table.loc["ddim", ("distance to the source", "1")] == pytest.approx(11.0)
+    html = view.to_html()
+    assert "3.0e-16" in html and "20%" in html and "white-space: nowrap" in html
+
+
+def test_every_method_of_the_registry_has_a_colour_of_its_own():
+    from bdia.apps.plotting import method_color
+    from bdia.methods import METHODS
+
+    colours = [method_color(name) for name in METHODS]
+    assert len(set(colours)) == len(colours)

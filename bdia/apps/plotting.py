@@ -17,6 +17,10 @@ METHOD_COLORS = {
     "obelm": "#2ca02c",
     "heun": "#9467bd",
     "bdia-edm": "#ff7f0e",
+    "midpoint": "#e377c2",
+    "fireflow": "#bcbd22",
+    "null-text": "#17becf",
+    "negative-prompt": "#7f7f7f",
     "reference": "#000000",
 }
 # markers and line styles by gamma, so that two gammas of one method never share a look

@@ -125,8 +125,8 @@ def gpu_verdict(record) -> str:
 
 def glance(calls_bdia: int, calls_ddim: int, numbers: dict) -> str:
     """Chapter 6's finding in one sentence, for the results table of the introduction."""
-    text = (f"BDIA costs N + (N - 1) network calls, {calls_bdia} against DDIM's {calls_ddim} at 50 steps (the paper "
-            "says 97)")
+    text = (f"A BDIA round trip of 50 steps costs {calls_bdia} network calls against DDIM's {calls_ddim} "
+            "(the paper says 97)")
     if numbers:
         text += (f"; in the committed CPU run its round trip takes {numbers['bdia']:.2f} times DDIM's time and EDICT's "
                  f"{numbers['edict']:.2f} times")

@@ -170,6 +170,6 @@ def glance(checks: dict, growth) -> str:
     low = min(growth.index)
     symmetry = ("it is time-symmetric at γ = 1 only" if held else
                 "its time symmetry does not hold as the paper states it")
-    return (f"Checked by computer algebra: the update is linear in z_{{i+1}}, γ = 0 is DDIM, and {symmetry}. "
+    return (f"Checked by computer algebra: the update is linear in the new state, γ = 0 is DDIM, and {symmetry}. "
             f"Inverting with γ < 1 amplifies rounding by about 1/γ per step (measured "
             f"{growth.loc[low, 'measured growth per step']:.2f} at γ = {low:g}).")

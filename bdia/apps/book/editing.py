@@ -133,6 +133,22 @@ def flip_verdict(flips) -> str:
 # the editing benchmark on real digits
 
 
+def edits_view(digits):
+    """The digit edits for the page: per method (in run order), the round-trip error, the share of edits read as
+    the target and the feature distance to the source, each under one header with a column per guidance."""
+    metrics = {"reconstruction error": "round-trip error", "edit success": "read as the target",
+               "feature distance": "distance to the source"}
+    shown = digits.pivot(index="method", columns="guidance", values=list(metrics))
+    shown = shown.loc[list(dict.fromkeys(digits["method"]))].rename(columns=metrics, level=0)
+    shown = shown.rename(columns=lambda g: f"{g:g}", level=1)
+    shown.columns.names = [None, "guidance w"]
+    shown.index.name = None
+    return (shown.style.format("{:.1e}", subset=["round-trip error"], na_rep="")
+            .format("{:.0%}", subset=["read as the target"]).format("{:.1f}", subset=["distance to the source"])
+            .set_table_styles([{"selector": "", "props": "font-size: 0.9em"},
+                               {"selector": "td", "props": "white-space: nowrap; padding: 0.1em 0.5em"}]))
+
+
 def held_out_pairs(pairs, per_pair: int, seed: int = 0):
     """``(images, source labels, target labels)``: ``per_pair`` real digits of each source class of ``pairs`` from
     the split the digit classifier never saw, each with the class it is to be edited into."""
@@ -459,11 +475,12 @@ def plot_edits(sources, edited, labels, guidance: float, profile: str, stamp: st
 def plot_cost(costs, profile: str):
     """Round-trip error against network passes (this run) and against time relative to DDIM (committed run)."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     from ..plotting import PAGE_WIDTH, method_style, stamp_profile
 
     timed = costs["time / DDIM (committed)"].notna().any()
-    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(PAGE_WIDTH, 3.0), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(PAGE_WIDTH, 3.8), sharey=True, squeeze=False)
     floor = 1e-17
     columns = [("network passes", "network passes per round trip")]
     if timed:
@@ -473,8 +490,11 @@ def plot_cost(costs, profile: str):
             ax.scatter(row[column], max(row["reconstruction error"], floor), s=28, label=short_name(label),
                        **{k: v for k, v in method_style(label).items() if k in ("color", "marker")})
         ax.set(xscale="log", yscale="log", xlabel=xlabel)
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())  # the minor ticks' labels run into each other
     axes[0, 0].set_ylabel("round-trip error (0 at 1e-17)")
-    axes[0, -1].legend(fontsize=6.5, loc="center right")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=7)
     stamp_profile(fig, profile, "digits model trained by bdia, guidance 3")
     return fig
 
