@@ -32,6 +32,9 @@ FAULT_LEVELS = ("error", "warning", "assert")
 #: what a notice, warning or progress bar in a cell's output looks like
 NOTICE = re.compile(r"Warning\b|warnings\.warn|\bWARNING\b|it/s\]|s/it\]|\d+%\|[█▏▎▍▌▋▊▉ ]*\||"
                     r"^\[transformers\]|truncated because", re.MULTILINE)
+#: a TeX command or a dollar sign in the prose: math that MyST did not parse (say, a line of it that begins
+#: with "+" and became a list item)
+RAW_LATEX = re.compile(r"\\[A-Za-z]{2,}|\$")
 UNRESOLVED = ("??", "{glue:", "{cite}", "{numref}", "{eq}", "{doc}", ":::")
 
 
@@ -57,6 +60,10 @@ PAGE_CHECKS = """() => {
   const unrendered = maths.filter(m => !m.querySelector('mjx-container')).map(m => m.textContent.slice(0, 60));
   const main = document.querySelector('main') || document.body;
   const text = main ? main.innerText : '';
+  // the prose alone: what is left once code, rendered math and outputs are taken out
+  const prose = main.cloneNode(true);
+  prose.querySelectorAll('pre, code, mjx-container, .cell_output, script, style').forEach(e => e.remove());
+  const proseText = prose.textContent;
   const links = [...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href'));
   const outputs = [...document.querySelectorAll('.cell_output, .output')];
   const stderr = [...document.querySelectorAll('.cell_output .stderr, .output.stderr')]
@@ -68,7 +75,7 @@ PAGE_CHECKS = """() => {
   const scrolling = boxes.filter(b => b.offsetParent !== null && b.scrollWidth > b.clientWidth + 1)
     .map(b => b.innerText.split(String.fromCharCode(10)).reduce((a, c) => a.length >= c.length ? a : c, '')
     .slice(0, 80));
-  return {images, maths: maths.length, unrendered, text, links, stderr, widgets, outputText, scrolling};
+  return {images, maths: maths.length, unrendered, text, proseText, links, stderr, widgets, outputText, scrolling};
 }"""
 
 
@@ -137,6 +144,10 @@ def check(site: Path, screenshots: Path | None) -> list[str]:
                     problems.append(f"{rel}: math not rendered: {math!r}")
                 if "\\(" in result["text"] or "\\[" in result["text"]:
                     problems.append(f"{rel}: raw LaTeX delimiters in the text")
+                raw = list(RAW_LATEX.finditer(result["proseText"]))
+                if raw:
+                    near = result["proseText"][max(0, raw[0].start() - 40):raw[0].end() + 40].replace("\n", " ")
+                    problems.append(f"{rel}: LaTeX left unrendered in the prose ({len(raw)} places), first: {near!r}")
                 for token in UNRESOLVED:
                     if token in result["text"]:
                         at = result["text"].index(token)

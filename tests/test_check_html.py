@@ -36,6 +36,7 @@ def test_a_sound_page_passes(tmp_path):
 def test_each_fault_is_reported(tmp_path):
     (tmp_path / "index.html").write_text(page(
         '<img src="missing.png"><p>see Fig. ?? and \\(x^2\\)</p><a href="gone.html">dead</a>'
+        '<ul><li>\\Delta(t_i \\mid z_i)$ becomes</li></ul>'
         '<script>undefinedFunction()</script><script src="https://cdn.example.org/lib.js"></script>'
         '<script>console.warn("deprecated option")</script>'
         '<div class="cell_output"><div class="output stderr"><pre>UserWarning: careful</pre></div></div>'
@@ -50,6 +51,7 @@ def test_each_fault_is_reported(tmp_path):
     assert "image not loaded" in problems and "missing.png" in problems
     assert "unresolved '??'" in problems
     assert "raw LaTeX delimiters" in problems
+    assert "LaTeX left unrendered in the prose (3 places), first: " in problems
     assert "broken internal link gone.html" in problems
     assert "undefinedFunction is not defined" in problems
     assert "the pages request cdn.example.org" in problems
