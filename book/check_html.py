@@ -4,11 +4,12 @@
 
 Serves the book on localhost, blocks every request that leaves localhost (so the page must be
 self-contained: MathJax included), and asserts for every page, each opened in a fresh browser profile as a
-first visit: no console error or warning, no code block or table that scrolls sideways at 1280 px, every
-image loaded, every math node rendered by MathJax (no raw
-``\\(`` left), no ``??`` or unresolved roles, every internal link resolves, and no cell output shows a
-notice, a warning or a progress bar (a stream to stderr, a widget, or text of that kind). Uses Debian's ``chromium`` (``/usr/bin/chromium``) through playwright, never a
-downloaded browser. Exit status 1 lists the problems; a full-page screenshot of each page is saved.
+first visit: no console error or warning, no code block, table or displayed equation that scrolls sideways at
+1280 px, every image loaded, every math node rendered by MathJax (no raw ``\\(`` left), no ``??`` or
+unresolved roles, every internal link resolves, and no cell output shows a notice, a warning or a progress bar
+(a stream to stderr, a widget, or text of that kind). Uses Debian's ``chromium`` (``/usr/bin/chromium``)
+through playwright, never a downloaded browser. Exit status 1 lists the problems; a full-page screenshot of
+each page is saved.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ PAGE_CHECKS = """() => {
   const widgets = document.querySelectorAll('.cell_output .jupyter-widgets, .widget-area').length;
   const outputText = outputs.map(o => o.innerText).join(String.fromCharCode(10));
   const boxes = [...document.querySelectorAll(
-    '.cell_input pre, .cell_output pre, .cell_output .output, .pst-scrollable-table-container')];
+    '.cell_input pre, .cell_output pre, .cell_output .output, .pst-scrollable-table-container, ' +
+    'mjx-container[display="true"]')];
   const scrolling = boxes.filter(b => b.offsetParent !== null && b.scrollWidth > b.clientWidth + 1)
     .map(b => b.innerText.split(String.fromCharCode(10)).reduce((a, c) => a.length >= c.length ? a : c, '')
     .slice(0, 80));
@@ -132,7 +134,7 @@ def check(site: Path, screenshots: Path | None) -> list[str]:
                 for text in result["stderr"]:
                     problems.append(f"{rel}: a cell writes to stderr: {text!r}")
                 for line in result["scrolling"]:
-                    problems.append(f"{rel}: a code block or table scrolls sideways at 1280 px: {line!r}")
+                    problems.append(f"{rel}: a code block, table or equation scrolls sideways at 1280 px: {line!r}")
                 if result["widgets"]:
                     problems.append(f"{rel}: {result['widgets']} widget output(s) (a progress bar?) in the cells")
                 for match in NOTICE.finditer(result["outputText"]):

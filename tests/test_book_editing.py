@@ -1,5 +1,5 @@
-"""Chapter 5's helpers (bdia.apps.book.editing): the named experiment, the data, and the sentences the chapter prints,
-checked on tables whose verdicts are known."""
+"""Chapter 5's helpers (bdia.apps.book.editing and edit_cost): the named experiment, the data, and the sentences
+the chapter prints, checked on tables whose verdicts are known."""
 
 import math
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import bdia
-from bdia.apps.book import editing, photos, wording
+from bdia.apps.book import edit_cost, editing, photos, wording
 
 pytest.importorskip("diffusers")
 
@@ -69,7 +69,7 @@ def test_the_cost_verdict_follows_the_numbers():
     errors = {"ddim": 0.2, "null-text": 0.1, "edict": 5e-8, "obelm": 1e-15, "bdia (γ=1)": 5e-16,
               "bdia (γ=1, lattice=True)": 0.0}
     passes = {"ddim": 32, "null-text": 384, "edict": 64, "obelm": 31, "bdia (γ=1)": 31, "bdia (γ=1, lattice=True)": 31}
-    text = editing.cost_verdict(_costs(errors, passes, {"null-text": 160},
+    text = edit_cost.cost_verdict(_costs(errors, passes, {"null-text": 160},
                                        {"ddim": 1.0, "bdia (γ=1)": 0.98, "edict": 2.1, "null-text": 11.0}))
     assert text.startswith("Every exact method reconstructs the digits to rounding error (worst 5e-08, and exactly 0 "
                            "on the lattice).")
@@ -77,7 +77,7 @@ def test_the_cost_verdict_follows_the_numbers():
     assert "a round trip takes BDIA 0.98 and EDICT 2.10 times DDIM inversion's time" in text
     assert "null-text inversion misses by 1.0e-01 with 384 passes, 160 of them backward, taking 11.0 times" in text
     # an exact method that loses its exactness is named as missing, not hidden among the others
-    text = editing.cost_verdict(_costs({**errors, "edict": 3e-3}, passes))
+    text = edit_cost.cost_verdict(_costs({**errors, "edict": 3e-3}, passes))
     assert "EDICT misses by 3.0e-03" in text and not text.startswith("Every exact method")
 
 

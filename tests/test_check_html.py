@@ -45,7 +45,9 @@ def test_each_fault_is_reported(tmp_path):
         '<div class="cell_input" style="width: 200px"><pre style="overflow-x: auto">' + "x = 1  # " + "y" * 200 +
         '</pre></div>'
         '<div class="cell_output" style="width: 200px"><div class="output text_html" style="overflow-x: auto">'
-        '<table><tr><td style="white-space: nowrap">wide table ' + "column " * 40 + '</td></tr></table></div></div>'))
+        '<table><tr><td style="white-space: nowrap">wide table ' + "column " * 40 + '</td></tr></table></div></div>'
+        '<mjx-container display="true" style="display: block; width: 200px; overflow-x: auto">'
+        '<span style="white-space: nowrap">wide equation ' + "+ x " * 60 + '</span></mjx-container>'))
     (tmp_path / "forward.html").write_text('<meta http-equiv="Refresh" content="0; url=nowhere.html" />')
     problems = "\n".join(check_html.check(tmp_path, screenshots=tmp_path / "shots"))
     assert "image not loaded" in problems and "missing.png" in problems
@@ -57,8 +59,9 @@ def test_each_fault_is_reported(tmp_path):
     assert "the pages request cdn.example.org" in problems
     assert "forward.html: redirects to missing nowhere.html" in problems
     assert "console warning: deprecated option" in problems
-    assert "a code block or table scrolls sideways at 1280 px: 'x = 1  # yyy" in problems
-    assert "a code block or table scrolls sideways at 1280 px: 'wide table column" in problems
+    assert "a code block, table or equation scrolls sideways at 1280 px: 'x = 1  # yyy" in problems
+    assert "a code block, table or equation scrolls sideways at 1280 px: 'wide table column" in problems
+    assert "a code block, table or equation scrolls sideways at 1280 px: 'wide equation + x" in problems
     assert "a cell writes to stderr: 'UserWarning: careful'" in problems
     assert "a notice, warning or progress bar in a cell's output" in problems and "it/s]" in problems
     assert (tmp_path / "shots" / "index.html.png").is_file()
