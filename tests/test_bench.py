@@ -6,7 +6,6 @@ import math
 import time
 
 import pytest
-import torch
 
 from bdia.apps import bench
 from bdia.__main__ import main

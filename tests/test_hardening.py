@@ -2,7 +2,6 @@
 from noise, bad inputs that ended in torch's errors, and a command line that printed tracebacks."""
 
 import math
-import signal
 import subprocess
 import sys
 import warnings

@@ -3,7 +3,6 @@ class-conditional EDM checkpoints sampled with labels, models pinned by the cont
 the fp16 variant for half precision, and x0 clipping on request."""
 
 import logging
-import pickle
 import warnings
 
 import pytest

@@ -19,7 +19,7 @@ pytest.importorskip("diffusers")
 from diffusers import (DDIMInverseScheduler, DDIMScheduler, DDPMScheduler,  # noqa: E402
                        StableDiffusionImg2ImgPipeline, StableDiffusionPipeline)
 
-from bdia.diffusers import (BDIAEditPipeline, BDIAInverseScheduler, BDIAScheduler, StableDiffusionEpsModel,  # noqa: E402
+from bdia.diffusers import (BDIAEditPipeline, BDIAInverseScheduler, BDIAScheduler,  # noqa: E402
                             encode_image, network_copy, schedule_from_scheduler)
 from bdia.experiments import relative_error  # noqa: E402
 
