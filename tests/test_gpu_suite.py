@@ -65,3 +65,42 @@ def test_a_gpu_run_needs_cuda_and_smoke_belongs_to_the_gpu_suite(tmp_path, capsy
     assert "--smoke belongs to --suite gpu" in capsys.readouterr().err
     with pytest.raises(ValueError, match="the GPU results file is incomplete: smoke: missing"):
         gpu.check_gpu_results({"suite": "gpu"})
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, smoke):
+    out = tmp_path / "run.json"
+    measured = []
+    real_interleaved = gpu._interleaved
+
+    def counted(*args, **kwargs):
+        measured.append(args[-1]["model"])
+        return real_interleaved(*args, **kwargs)
+
+    def lease_ends(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gpu, "_interleaved", counted)
+    monkeypatch.setattr(gpu, "_throughput", lease_ends)
+    with pytest.raises(KeyboardInterrupt):
+        gpu.run_gpu_suite(out, smoke=True)
+    settings = len(gpu.SMOKE().settings)
+    assert not out.exists() and measured == ["sd15-unet"] * settings
+    kept = json.loads((tmp_path / "run.json.partial").read_text())["parts"]
+    assert set(kept) == {f"round trips {b} {n} {l}" for b, n, l in gpu.SMOKE().settings} | {"lattice determinism"}
+
+    monkeypatch.undo()
+    monkeypatch.setattr(gpu, "_interleaved", counted)
+    assert gpu.run_gpu_suite(out, smoke=True) == 0
+    assert measured == ["sd15-unet"] * settings + ["sd35-medium-transformer"]  # only what was left
+    record = json.loads(out.read_text())
+    gpu.check_gpu_results(record)
+    assert [r["label"] for r in record["round_trips"]] == [r["label"] for r in smoke["round_trips"]]
+    assert not (tmp_path / "run.json.partial").exists()
+
+
+def test_parts_of_another_grid_are_not_reused(tmp_path, monkeypatch):
+    out = tmp_path / "run.json"
+    (tmp_path / "run.json.partial").write_text(json.dumps(
+        {"identity": {"grid": "another"}, "parts": {"throughput": "not a measurement"}}))
+    assert gpu.run_gpu_suite(out, smoke=True) == 0
+    assert isinstance(json.loads(out.read_text())["throughput"], list)

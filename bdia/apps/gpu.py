@@ -17,7 +17,9 @@ weights built in place (no hub, no files):
 
 The full grid is planned to finish in about 8 minutes on an H200 (it has not been timed on one yet: no GPU was
 available where it was written). ``--smoke`` runs the same code on the CPU with miniature networks, few steps and
-one repeat, so the test suite checks the code and the result file's schema without a GPU. The results file stamps
+one repeat, so the test suite checks the code and the result file's schema without a GPU. Each finished part
+(a setting's round trips, the lattice check, the throughput, the flow round trips) is kept in ``<out>.partial``
+at once: a run cut short by the GPU lease resumes there when the same command runs again. The results file stamps
 the machine (GPU name, driver, torch, CUDA and cuDNN versions); chapter 6 shows it once it is committed under
 ``benchmarks/results/``. The paper profile's chapters on CUDA are ``make paper-dryrun DRYRUN_DEVICE=cuda``.
 """
@@ -200,7 +202,7 @@ def _interleaved(model, x0, schedule, steps, specs, repeats, device, label: dict
     return rows
 
 
-def _sd_round_trips(grid: GpuGrid, device, progress) -> list[dict]:
+def _sd_round_trips(grid: GpuGrid, device, progress, part) -> list[dict]:
     import torch
 
     from ..methods import parse_methods
@@ -209,7 +211,8 @@ def _sd_round_trips(grid: GpuGrid, device, progress) -> list[dict]:
 
     specs = parse_methods(grid.methods)
     rows, nets = [], {}
-    for batch, net_dtype, latent_dtype in grid.settings:
+
+    def measure(batch, net_dtype, latent_dtype):
         if net_dtype not in nets:
             nets.clear()  # one network at a time on the device
             nets[net_dtype] = _network(grid.unet, getattr(torch, net_dtype), device)
@@ -219,9 +222,12 @@ def _sd_round_trips(grid: GpuGrid, device, progress) -> list[dict]:
         shape = (batch, unet.config.in_channels, grid.latent_side, grid.latent_side)
         x0 = torch.randn(shape, generator=gen, dtype=torch.float64).to(device, getattr(torch, latent_dtype))
         progress(f"SD UNet round trips: batch {batch}, {net_dtype} network, {latent_dtype} latents")
-        rows += _interleaved(TextUNet(unet, emb, 1.0), x0, VPSchedule.stable_diffusion(), grid.steps, specs,
-                             grid.repeats, device, {"model": "sd15-unet", "batch": batch, "network_dtype": net_dtype,
-                                                    "latent_dtype": latent_dtype})
+        return _interleaved(TextUNet(unet, emb, 1.0), x0, VPSchedule.stable_diffusion(), grid.steps, specs,
+                            grid.repeats, device, {"model": "sd15-unet", "batch": batch, "network_dtype": net_dtype,
+                                                   "latent_dtype": latent_dtype})
+
+    for setting in grid.settings:
+        rows += part("round trips " + " ".join(map(str, setting)), lambda: measure(*setting))
     return rows
 
 
@@ -319,7 +325,7 @@ def run_gpu_suite(out, device: str = "cuda", smoke: bool = False, note: str = ""
     import torch
 
     from ..errors import InvalidValueError
-    from .files import check_writable
+    from .files import check_writable, code_digest
 
     if smoke:
         device = "cpu"
@@ -329,23 +335,43 @@ def run_gpu_suite(out, device: str = "cuda", smoke: bool = False, note: str = ""
     out = Path(out)
     check_writable(out.parent, f"the results to {out}")
     grid = (SMOKE if smoke else FULL)()
+    grid_record = json.loads(json.dumps(asdict(grid), default=str))
+    machine = gpu_machine(device)
     start = time.perf_counter()
 
     def progress(what: str) -> None:
         print(f"[{time.perf_counter() - start:6.0f} s] {what}", flush=True)
 
-    round_trips = _sd_round_trips(grid, device, progress)
+    # each finished part goes to a file beside the results at once, so an interrupted run (the GPU lease ends, the
+    # command's time runs out) resumes where it stopped; parts of another grid, machine or code are not reused
+    partial = out.with_name(out.name + ".partial")
+    identity = {"grid": grid_record, "machine": machine, "code": code_digest()}
+    done = json.loads(partial.read_text()) if partial.is_file() else {}
+    if done.get("identity") != identity:
+        done = {"identity": identity, "parts": {}}
+    elif done["parts"]:
+        progress(f"resuming from {partial}: {len(done['parts'])} part(s) done")
+
+    def part(key: str, measure):
+        if key not in done["parts"]:
+            done["parts"][key] = measure()
+            tmp = partial.with_name(partial.name + ".tmp")
+            tmp.write_text(json.dumps(done))
+            os.replace(tmp, partial)
+        return done["parts"][key]
+
+    round_trips = _sd_round_trips(grid, device, progress, part)
     progress("lattice determinism")
-    lattice = _lattice_determinism(grid, device)
+    lattice = part("lattice determinism", lambda: _lattice_determinism(grid, device))
     progress("CIFAR10 DDPM throughput")
-    throughput = _throughput(grid, device)
-    flow = _flow_round_trips(grid, device, progress)
-    record = {"suite": "gpu", "smoke": smoke, "machine": gpu_machine(device), "note": note,
-              "created": time.strftime("%Y-%m-%d"), "grid": json.loads(json.dumps(asdict(grid), default=str)),
-              "round_trips": round_trips, "lattice_bit_exact": lattice, "throughput": throughput, "flow": flow,
-              "rows": round_trips, "seconds": round(time.perf_counter() - start, 1)}
+    throughput = part("throughput", lambda: _throughput(grid, device))
+    flow = part("flow round trips", lambda: _flow_round_trips(grid, device, progress))
+    record = {"suite": "gpu", "smoke": smoke, "machine": machine, "note": note, "created": time.strftime("%Y-%m-%d"),
+              "grid": grid_record, "round_trips": round_trips, "lattice_bit_exact": lattice,
+              "throughput": throughput, "flow": flow, "rows": round_trips,
+              "seconds": round(time.perf_counter() - start, 1)}
     check_gpu_results(record)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))
+    partial.unlink()
     progress(f"results: {out}")
     return 0
