@@ -122,3 +122,28 @@ def test_the_benchmark_ran_the_full_size_stable_diffusion_unet():
     assert all("64x64x4 latent (512x512)" in r["model_description"] for r in rows)
     bdia_row = next(r for r in rows if r["method"] == "bdia:gamma=1.0")
     assert bdia_row["calls"] == 3 and bdia_row["round_trip_error"] < 1e-4
+
+
+def test_a_chapter_shows_the_newest_recorded_run_with_its_weights():
+    from bdia.apps.book.paper_results import paper_status
+
+    root = need(DRYRUN / "results")
+    record = json.loads(next(root.glob("*/04_fid.json")).read_text())
+    text = paper_status("04_fid", ["ch4_verdict"], "ch4_weights", root=root)
+    verdict = record["glued"]["ch4_verdict"]
+    assert text.startswith(f"Committed `paper`-profile run of commit {record['commit']} on ")
+    assert f"weights: {STANDIN_LABEL}" in text
+    assert (verdict.get("markdown") or ast.literal_eval(verdict["text"])) in text
+
+
+def test_the_newest_of_several_runs_is_shown_and_none_is_said_plainly(tmp_path):
+    from bdia.apps.book.paper_results import paper_status
+
+    assert paper_status("04_fid", ["ch4_verdict"], root=tmp_path).startswith("No run of this chapter's `paper`")
+    for day, commit, finding in (("2026-01-02", "bbb", "newer"), ("2026-01-01", "aaa", "older")):
+        (tmp_path / commit).mkdir()
+        (tmp_path / commit / "04_fid.json").write_text(json.dumps(
+            {"created": day, "commit": commit, "machine": {"gpu": "a GPU"},
+             "glued": {"ch4_verdict": {"markdown": f"the {finding} finding"}}}))
+    assert paper_status("04_fid", ["ch4_verdict"], root=tmp_path) == \
+        "Committed `paper`-profile run of commit bbb on a GPU (2026-01-02): the newer finding"
