@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import bdia
-from bdia.apps import fid, standins
+from bdia.apps import fid, published, standins
 
 pytest.importorskip("diffusers")
 from diffusers import DDPMScheduler, UNet2DModel  # noqa: E402
@@ -52,14 +52,14 @@ def test_a_model_without_its_scheduler_config_is_refused_not_given_a_default(tmp
 
 
 def test_a_cached_model_whose_scheduler_config_is_missing_offline_is_an_error(tmp_path, monkeypatch):
-    standins.write_standins(tmp_path, repositories=[standins.CIFAR10_MODEL], weights=False)
+    standins.write_standins(tmp_path, repositories=[published.CIFAR10_MODEL], weights=False)
     root = tmp_path / "models--google--ddpm-cifar10-32" / "snapshots"
     (next(root.iterdir()) / "scheduler_config.json").unlink()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(ModelNotAvailableError, match="scheduler config of google/ddpm-cifar10-32"):
-        load_scheduler_config(standins.CIFAR10_MODEL)
+        load_scheduler_config(published.CIFAR10_MODEL)
 
 
 def test_a_pickled_checkpoint_from_the_hub_cache_loads_without_notices(tmp_path, monkeypatch):

@@ -1,8 +1,8 @@
 """Stand-in weights of the paper profile: published configurations, hub-cache layout, labels.
 
 The published values below are typed in from the repositories' config files (see the notes on the
-reference methods and ``bdia.apps.standins.SOURCES``), independently of the tables in ``bdia.apps.standins``: the
-tests read back what ``write_standins`` wrote to disk, through the libraries that load it.
+reference methods and ``bdia.apps.published.SOURCES``), independently of the tables in ``bdia.apps.published``:
+the tests read back what ``write_standins`` wrote to disk, through the libraries that load it.
 """
 
 import json
@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from bdia.apps import standins
+from bdia.apps import published, standins
 
 pytest.importorskip("diffusers")
 
@@ -89,8 +89,8 @@ def test_written_configs_have_the_published_values(configs_only, repo, component
 @pytest.fixture(scope="module")
 def cifar10_weights(tmp_path_factory):
     out = tmp_path_factory.mktemp("standins-cifar10")
-    standins.write_standins(out, repositories=[standins.CIFAR10_MODEL])
-    return snapshot(out, standins.CIFAR10_MODEL)
+    standins.write_standins(out, repositories=[published.CIFAR10_MODEL])
+    return snapshot(out, published.CIFAR10_MODEL)
 
 
 def test_the_cifar10_ddpm_is_a_legacy_pickle_as_published(cifar10_weights):
@@ -114,7 +114,7 @@ def test_the_cifar10_ddpm_is_a_legacy_pickle_as_published(cifar10_weights):
 def test_the_tokenizer_has_the_published_vocabulary_size_and_length(configs_only):
     from transformers import CLIPTokenizer
 
-    tokenizer = CLIPTokenizer.from_pretrained(snapshot(configs_only, standins.SD_MODEL) / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(snapshot(configs_only, published.SD_MODEL) / "tokenizer")
     assert len(tokenizer) == 49408 and tokenizer.model_max_length == 77
     ids = tokenizer("a photo of a cat", padding="max_length", max_length=77).input_ids
     assert len(ids) == 77 and ids[0] == tokenizer.bos_token_id == 49406 and tokenizer.eos_token_id == 49407
@@ -126,17 +126,17 @@ def test_the_cifar10_ddpm_resolves_offline_from_the_hub_cache(tmp_path):
     import subprocess
     import sys
 
-    standins.write_standins(tmp_path, repositories=[standins.CIFAR10_MODEL])
+    standins.write_standins(tmp_path, repositories=[published.CIFAR10_MODEL])
     # huggingface_hub reads HF_HUB_CACHE when it is imported: run the paper code's calls in a fresh process
     script = (
         "import torch\n"
-        "from bdia.apps import standins\n"
+        "from bdia.apps import published, standins\n"
         "from bdia.diffusers import load_unet\n"
         "from bdia.apps.digits import shipped_model_path\n"
-        "unet = load_unet(standins.CIFAR10_MODEL)\n"
+        "unet = load_unet(published.CIFAR10_MODEL)\n"
         "assert type(unet).__name__ == 'UNet2DModel' and sum(p.numel() for p in unet.parameters()) > 35e6\n"
         "assert unet(torch.randn(1, 3, 32, 32), 10).sample.shape == (1, 3, 32, 32)\n"
-        "print(standins.weights_label(standins.CIFAR10_MODEL), '|', standins.weights_label(standins.SD_MODEL), '|',\n"
+        "print(standins.weights_label(published.CIFAR10_MODEL), '|', standins.weights_label(published.SD_MODEL), '|',\n"
         "      standins.weights_label(shipped_model_path()))\n")
     env = {**os.environ, **standins.environment(tmp_path)}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
@@ -162,16 +162,16 @@ def test_the_published_flow_transformers_build_and_take_the_adapters_inputs(mode
 
     import bdia
 
-    config = getattr(standins, f"{model}_TRANSFORMER")
+    config = getattr(published, f"{model}_TRANSFORMER")
     cls = getattr(diffusers, config["_class_name"])
     with torch.device("meta"):
         transformer = cls(**{k: v for k, v in config.items() if not k.startswith("_")})
     assert low < sum(p.numel() for p in transformer.parameters()) < high
-    vae = getattr(standins, f"{model}_VAE")
+    vae = getattr(published, f"{model}_VAE")
     packed = 4 if model == "FLUX_DEV" else 1  # FLUX packs 2x2 latents into its tokens
     assert transformer.config.in_channels == vae["latent_channels"] * packed
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler(**{k: v for k, v in getattr(
-        standins, f"{model}_SCHEDULER").items() if not k.startswith("_")})
+        published, f"{model}_SCHEDULER").items() if not k.startswith("_")})
     mu = 1.15 if scheduler.config.use_dynamic_shifting else None
     scheduler.set_timesteps(28, mu=mu)
     ours = bdia.FlowMatchSchedule.from_diffusers_config(scheduler.config, mu=mu)

@@ -68,7 +68,7 @@ class GpuGrid:
 
 
 def _full() -> GpuGrid:
-    from .standins import CIFAR10_UNET, SD35_MEDIUM_TRANSFORMER, SD_UNET
+    from .published import CIFAR10_UNET, SD35_MEDIUM_TRANSFORMER, SD_UNET
 
     settings = tuple((1, net, lat) for net in ("float16", "bfloat16") for lat in ("float32", "float64")) + \
         tuple((8, net, "float64") for net in ("float16", "bfloat16"))

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from ...errors import InvalidTypeError, InvalidValueError, MissingFileError, MissingPackageError, ModelNotAvailableError
 from .. import standins
 from ..files import sha256_file
+from ..published import DETECTOR_FILE
 
 __all__ = ["frechet_distance", "FeatureStats", "DigitFeatures", "Detector", "image_stats", "digit_detector",
            "load_detector", "to_uint8", "real_subset_spread", "DETECTOR_URL", "DETECTOR_FILE"]
@@ -32,7 +33,6 @@ __all__ = ["frechet_distance", "FeatureStats", "DigitFeatures", "Detector", "ima
 #: NVlabs' TorchScript translation of TF-FID's Inception-v3 (stylegan2-ada-pytorch's metrics); EDM's fid.py
 #: loads the same network from a pickle (``inception-2015-12-05.pkl``), which needs NVlabs' code to unpickle
 DETECTOR_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
-DETECTOR_FILE = standins.DETECTOR_FILE
 
 
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
