@@ -97,6 +97,18 @@ def to_notebook(chapter: str):
     return nb
 
 
+def declared_parameters(chapter: str) -> set[str]:
+    """The names a chapter's ``parameters`` cell assigns: the parameters papermill can set in it."""
+    import ast
+
+    cell = next(c for c in to_notebook(chapter).cells
+                if c.cell_type == "code" and "parameters" in c.metadata.get("tags", []))
+    return {node.target.id if isinstance(node, ast.AnnAssign) else target.id
+            for node in ast.parse(cell.source).body if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(target, ast.Name)}
+
+
 def _parameter(text: str) -> tuple[str, object]:
     """``name=value`` with value parsed as JSON (numbers, lists, strings in quotes), else taken as a string."""
     name, sep, value = text.partition("=")
@@ -138,10 +150,17 @@ def execute(profile: str, device: str, only: list[str] | None, out: Path | None 
     out_dir.mkdir(parents=True, exist_ok=True)
     timings_path = root / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-    for chapter in chapters():
+    run = [chapter for chapter in chapters() if not only or Path(chapter).name in only]
+    declared = {chapter: declared_parameters(chapter) for chapter in run}
+    unknown = sorted(set(parameters or {}) - set().union(*declared.values()))
+    if unknown:  # a misspelt parameter would otherwise leave the chapter at its default, silently
+        raise SystemExit(f"no chapter run here ({', '.join(Path(c).name for c in run)}) has the parameter(s) "
+                         f"{', '.join(unknown)}; their parameters cells declare "
+                         f"{', '.join(sorted(set().union(*declared.values())))}")
+    for chapter in run:
         name = Path(chapter).name
-        if only and name not in only:
-            continue
+        # each chapter gets the parameters it declares: one file serves chapters 4, 5 and 7
+        mine = {k: v for k, v in (parameters or {}).items() if k in declared[chapter]}
         source = out_dir / f"{name}.input.ipynb"
         target = out_dir / f"{name}.ipynb"
         nbformat.write(to_notebook(chapter), source)
@@ -149,12 +168,12 @@ def execute(profile: str, device: str, only: list[str] | None, out: Path | None 
         start = time.perf_counter()
         try:
             papermill.execute_notebook(str(source), str(target),
-                                       parameters={"profile": profile, "device": device, **(parameters or {})},
+                                       parameters={"profile": profile, "device": device, **mine},
                                        kernel_name="python3", cwd=str(out_dir), progress_bar=False)
         finally:
             source.unlink(missing_ok=True)
         seconds = time.perf_counter() - start
-        timings[name] = {"seconds": round(seconds, 1), "profile": profile, "device": device, **(parameters or {})}
+        timings[name] = {"seconds": round(seconds, 1), "profile": profile, "device": device, **mine}
         print(f"  done in {seconds:.1f} s", flush=True)
         timings_path.write_text(json.dumps(timings, indent=2))
     return 0

@@ -71,3 +71,29 @@ def test_the_method_counter_counts_names_not_settings():
     assert len(method_mentions("BDIA at γ = 0.9, 0.96 and 1 and O-BELM stay at float64's rounding")) == 2
     assert len(method_mentions("ddim 100%, edict 100%, bdia (γ=0.9) 100%, bdia (γ=0.96) 100% and bdia (γ=1) 100%")) \
         == 5
+
+
+def _build_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build", ROOT / "book" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    return build
+
+
+def test_every_parameter_file_names_only_parameters_of_make_paper_chapters():
+    # make paper runs these chapters; a misspelt parameter in a file would leave a chapter at its default
+    build = _build_module()
+    paper_chapters = re.search(r"^PAPER_CHAPTERS := (.*)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
+    declared = set().union(*(build.declared_parameters(f"notebooks/{name}") for name in paper_chapters))
+    for params in sorted((ROOT / "book" / "params").glob("*.yml")):
+        assert set(build.read_params([params])) <= declared, params.name
+
+
+def test_a_parameter_no_chapter_declares_is_refused_before_anything_runs(tmp_path):
+    build = _build_module()
+    assert {"paper_num_samples", "profile", "device"} <= build.declared_parameters("notebooks/04_fid")
+    with pytest.raises(SystemExit, match="no chapter run here \\(04_fid\\) has the parameter\\(s\\) paper_num_sampels"):
+        build.execute("paper", "cpu", ["04_fid"], tmp_path, {"paper_num_sampels": 16, "budgets": [4]})
+    assert not list(tmp_path.rglob("*.ipynb"))
