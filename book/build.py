@@ -103,10 +103,9 @@ def declared_parameters(chapter: str) -> set[str]:
 
     cell = next(c for c in to_notebook(chapter).cells
                 if c.cell_type == "code" and "parameters" in c.metadata.get("tags", []))
-    return {node.target.id if isinstance(node, ast.AnnAssign) else target.id
-            for node in ast.parse(cell.source).body if isinstance(node, (ast.Assign, ast.AnnAssign))
-            for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
-            if isinstance(target, ast.Name)}
+    targets = [t for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets]
+    targets += [node.target for node in ast.parse(cell.source).body if isinstance(node, ast.AnnAssign)]
+    return {target.id for target in targets if isinstance(target, ast.Name)}
 
 
 def _parameter(text: str) -> tuple[str, object]:

@@ -85,7 +85,8 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, smok
         gpu.run_gpu_suite(out, smoke=True)
     settings = len(gpu.SMOKE().settings)
     assert not out.exists() and measured == ["sd15-unet"] * settings
-    kept = json.loads((tmp_path / "run.json.partial").read_text())["parts"]
+    first = json.loads((tmp_path / "run.json.partial").read_text())
+    kept = first["parts"]
     assert set(kept) == {f"round trips {b} {n} {l}" for b, n, l in gpu.SMOKE().settings} | {"lattice determinism"}
 
     monkeypatch.undo()
@@ -95,12 +96,16 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, smok
     record = json.loads(out.read_text())
     gpu.check_gpu_results(record)
     assert [r["label"] for r in record["round_trips"]] == [r["label"] for r in smoke["round_trips"]]
+    assert record["seconds"] >= round(first["seconds"], 1) > 0  # the time of both runs' parts
     assert not (tmp_path / "run.json.partial").exists()
 
 
-def test_parts_of_another_grid_are_not_reused(tmp_path, monkeypatch):
+@pytest.mark.parametrize("left_behind", [
+    json.dumps({"identity": {"grid": "another"}, "parts": {"throughput": "not a measurement"}}),
+    '{"identity": {"grid": "cut off mid-wr'])
+def test_parts_of_another_grid_or_an_unreadable_file_are_not_reused(tmp_path, capsys, left_behind):
     out = tmp_path / "run.json"
-    (tmp_path / "run.json.partial").write_text(json.dumps(
-        {"identity": {"grid": "another"}, "parts": {"throughput": "not a measurement"}}))
+    (tmp_path / "run.json.partial").write_text(left_behind)
     assert gpu.run_gpu_suite(out, smoke=True) == 0
     assert isinstance(json.loads(out.read_text())["throughput"], list)
+    assert "resuming" not in capsys.readouterr().out

@@ -346,15 +346,21 @@ def run_gpu_suite(out, device: str = "cuda", smoke: bool = False, note: str = ""
     # command's time runs out) resumes where it stopped; parts of another grid, machine or code are not reused
     partial = out.with_name(out.name + ".partial")
     identity = {"grid": grid_record, "machine": machine, "code": code_digest()}
-    done = json.loads(partial.read_text()) if partial.is_file() else {}
+    try:
+        done = json.loads(partial.read_text()) if partial.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        progress(f"{partial} is unreadable: starting over")
+        done = {}
     if done.get("identity") != identity:
-        done = {"identity": identity, "parts": {}}
+        done = {"identity": identity, "parts": {}, "seconds": 0.0}
     elif done["parts"]:
         progress(f"resuming from {partial}: {len(done['parts'])} part(s) done")
 
     def part(key: str, measure):
         if key not in done["parts"]:
+            begin = time.perf_counter()
             done["parts"][key] = measure()
+            done["seconds"] += time.perf_counter() - begin  # over every run that made a part
             tmp = partial.with_name(partial.name + ".tmp")
             tmp.write_text(json.dumps(done))
             os.replace(tmp, partial)
@@ -369,7 +375,7 @@ def run_gpu_suite(out, device: str = "cuda", smoke: bool = False, note: str = ""
     record = {"suite": "gpu", "smoke": smoke, "machine": machine, "note": note, "created": time.strftime("%Y-%m-%d"),
               "grid": grid_record, "round_trips": round_trips, "lattice_bit_exact": lattice,
               "throughput": throughput, "flow": flow, "rows": round_trips,
-              "seconds": round(time.perf_counter() - start, 1)}
+              "seconds": round(done["seconds"], 1)}
     check_gpu_results(record)
     out.write_text(json.dumps(record, indent=2))
     partial.unlink()
