@@ -4,12 +4,14 @@
 cannot share) and sets BDIA_REQUIRE_TOOLS=1, so that a missing tool fails there; elsewhere those tests skip.
 """
 
+import ast
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tomllib
+import types
 from pathlib import Path
 
 import pytest
@@ -145,16 +147,26 @@ def wheel(tmp_path_factory):
     return next(out.glob("bdia-*.whl"))
 
 
+def install_block(cell: str) -> ast.Module:
+    """The statement of an install cell that runs only in Colab (``if "google.colab" in sys.modules: ...``)."""
+    blocks = [node for node in ast.parse(cell).body
+              if isinstance(node, ast.If) and "google.colab" in ast.unparse(node.test)]
+    assert len(blocks) == 1, cell
+    return ast.Module(body=blocks, type_ignores=[])
+
+
 @pytest.mark.parametrize("profile, extras", [("ci", "book"), ("paper", "book,paper")])
 def test_the_colab_install_cell_installs_the_profiles_package(profile, extras, wheel, tmp_path, monkeypatch):
     commands = []
-    fake_colab = type(sys)("google.colab")
-    monkeypatch.setitem(sys.modules, "google.colab", fake_colab)
+    monkeypatch.setitem(sys.modules, "google.colab", type(sys)("google.colab"))
     monkeypatch.setenv("BDIA_SOURCE", wheel.as_uri())
-    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: commands.append(cmd))
-    namespace = {"profile": profile}
-    exec(install_cell(chapters()[0]).split("\n\nimport", 1)[0], namespace)
-    (command,) = commands
+    # only the cell's own name `subprocess` is replaced: the process-wide module, which libraries such as
+    # matplotlib's font manager call, stays untouched
+    recorder = types.SimpleNamespace(run=lambda cmd, **kw: commands.append((cmd, kw)))
+    namespace = {"profile": profile, "os": os, "sys": sys, "subprocess": recorder}
+    exec(compile(install_block(install_cell(chapters()[0])), "install cell", "exec"), namespace)
+    ((command, options),) = commands
+    assert options.get("check") is True  # a failed install stops the notebook
     assert command[:5] == [sys.executable, "-m", "pip", "install", "-q"]
     assert command[5] == f"bdia[{extras}] @ {wheel.as_uri()}"
     assert not any("torch" in part.split("[")[0] for part in command[5:])  # Colab's own torch is kept

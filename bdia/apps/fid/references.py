@@ -2,7 +2,7 @@
 
 :func:`reference_stats` returns ``{"mu", "sigma"}`` and a description of the reference; statistics computed
 from images (a folder, or the ``train`` split of a Hugging Face data set such as ``uoft-cs/cifar10``) are
-cached as EDM-style ``.npz`` files under ``$BDIA_CACHE/fid-refs`` (default ``~/.cache/bdia``), keyed by the
+cached as EDM-style ``.npz`` files under ``$BDIA_CACHE/fid-refs`` (default ``$XDG_CACHE_HOME/bdia`` or ``~/.cache/bdia``), keyed by the
 images and the detector.
 """
 
@@ -35,8 +35,10 @@ def _image_folder_batches(folder: Path, files: list[Path], batch: int = 250):
 
 
 def default_cache_dir() -> Path:
-    """Where computed reference statistics are cached: ``$BDIA_CACHE/fid-refs`` (default ``~/.cache/bdia``)."""
-    return Path(os.environ.get("BDIA_CACHE", Path.home() / ".cache" / "bdia")) / "fid-refs"
+    """Where computed reference statistics are cached: ``$BDIA_CACHE/fid-refs``, by default under the user's
+    cache folder (``$XDG_CACHE_HOME/bdia``, else ``~/.cache/bdia``)."""
+    user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return Path(os.environ.get("BDIA_CACHE") or user_cache / "bdia") / "fid-refs"
 
 
 def reference_stats(reference, detector: Detector, cache_dir=None, device="cpu") -> tuple[dict, dict]:
