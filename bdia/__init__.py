@@ -28,6 +28,7 @@ _EXPORTS = {
     "sample": "samplers", "invert": "samplers", "InversionState": "samplers", "inverted_steps": "samplers",
     "REGISTRY": "methods", "METHODS": "methods", "INVERTIBLE_METHODS": "methods", "MethodSpec": "methods",
     "method_defaults": "methods", "rounding_amplification": "methods", "get_method": "methods",
+    "auto_gamma": "exactness",
     "CountingModel": "models", "RecordingModel": "models", "edm_denoiser_from_eps": "models",
     "eps_model_from_denoiser": "models",
     "PredictionConfig": "predictions", "DynamicThresholding": "predictions", "with_prediction": "predictions",
@@ -46,7 +47,7 @@ __all__ = sorted(_EXPORTS) + ["steps"]
 if TYPE_CHECKING:  # for type checkers and editors; at run time the names load lazily
     from . import steps
     from .errors import NonFiniteError, UsageError
-    from .exactness import ExactnessWarning
+    from .exactness import ExactnessWarning, auto_gamma
     from .flow import FlowMatchSchedule, from_velocity
     from .lattice import default_lattice
     from .methods import (INVERTIBLE_METHODS, METHODS, REGISTRY, MethodSpec, get_method, method_defaults,

@@ -23,7 +23,7 @@ from .trajectory import Trajectory
 __all__ = ["sample_ddim", "invert_ddim", "sample_edict", "invert_edict", "sample_bdia", "invert_bdia",
            "sample_obelm", "invert_obelm", "sample_heun", "sample_bdia_edm", "invert_bdia_edm", "sample_midpoint",
            "invert_midpoint", "sample_fireflow", "invert_fireflow", "invert_null_text", "invert_negative_prompt",
-           "sample_with_null_embeddings"]
+           "sample_with_null_embeddings", "sample_ddpm", "invert_ddpm"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -313,3 +313,50 @@ def sample_with_null_embeddings(traj: Trajectory, latents, opts):
         z = steps.ddim_step(z, traj.guided(z, j, nulls[j]), lv[j], lv[j + 1])
         traj.done(j, j + 1, z)
     return z
+
+
+# ---------------------------------------------------------------------------------------------------
+# edit-friendly DDPM inversion (Huberman-Spiegelglas et al. 2024)
+
+
+def _noise(traj: Trajectory, like: Tensor, seed: int):
+    """Standard normal draws of ``like``'s shape, one after another from one seeded generator."""
+    import torch
+
+    generator = torch.Generator(device=like.device).manual_seed(seed)
+    return lambda: torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+
+
+def sample_ddpm(traj: Trajectory, latents, opts):
+    """DDPM's stochastic sampler (eta = 1). From an edit-friendly inversion each step adds the stored noise map
+    (``extras["noise_maps"]``, in sampling order) instead of fresh noise, so regenerating retraces the inverted
+    states and editing keeps their noise."""
+    (z,) = latents
+    lv = traj.levels
+    maps = traj.extras.get("noise_maps")
+    if maps is not None and len(maps) != len(lv) - 1:
+        raise InvalidValueError(f"the state holds {len(maps)} noise maps for {len(lv) - 1} steps")
+    draw = _noise(traj, z, opts["seed"]) if maps is None else None
+    for j in range(len(lv) - 1):
+        std = steps.ddpm_posterior_std(lv[j], lv[j + 1])
+        mean = steps.ddpm_mean_from_prediction(*traj.predict(z, j), lv[j + 1], std)
+        z = mean + (maps[j] if maps is not None else std * draw())
+        traj.done(j, j + 1, z)
+    return z
+
+
+def invert_ddpm(traj: Trajectory, x0: Tensor, opts):
+    """Edit-friendly DDPM inversion: noisy versions ``z_j = alpha_j x0 + sigma_j eps_j`` drawn independently for
+    every timestep, then, from the noisy end, the noise map ``z_{j-1} - mean(z_j)`` that makes each DDPM step land
+    on the next (stored scaled by the step's noise, so a step to a noiseless end stays exact). The state is
+    ``z_K``; the maps go into ``extras``."""
+    lv = traj.levels
+    draw = _noise(traj, x0, opts["seed"])
+    states = [x0] + [level.alpha * x0 + level.sigma * draw() for level in lv[1:]]
+    maps = []  # each step's map depends on its two drawn states only: walk up the grid like every inversion
+    for j in range(1, len(lv)):
+        std = steps.ddpm_posterior_std(lv[j], lv[j - 1])
+        maps.append(states[j - 1] - steps.ddpm_mean_from_prediction(*traj.predict(states[j], j), lv[j - 1], std))
+        traj.done(j - 1, j, states[j])
+    traj.extras.update(noise_maps=tuple(reversed(maps)))
+    return (states[-1],)

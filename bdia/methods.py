@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import loops, steps
 from .errors import InvalidTypeError, InvalidValueError, UnknownOptionError
+from .exactness import DEFAULT_TOLERANCE, auto_gamma
 from .flow import FlowMatchSchedule
 from .lattice import check_lattice_option
-from .schedules import edm_variables
+from .schedules import VPSchedule, edm_variables
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -38,21 +39,34 @@ if TYPE_CHECKING:
     from .trajectory import Trajectory
 
 __all__ = ["Option", "Calls", "Method", "REGISTRY", "METHODS", "INVERTIBLE_METHODS", "get_method",
-           "method_defaults", "rounding_amplification", "MethodSpec", "parse_methods"]
+           "method_defaults", "rounding_amplification", "AUTO", "MethodSpec", "parse_methods"]
 
 
 # ---------------------------------------------------------------------------------------------------
 # option checks: each takes the value and the options resolved before it, returns the normalised value
 
 
-def _check_gamma(value, resolved: dict) -> float:
+def _check_gamma(value, resolved: dict):
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
     try:
         gamma = float(value)
     except (TypeError, ValueError):
-        raise InvalidTypeError(f"gamma must be a number in [0, 1], got {value!r}") from None
+        raise InvalidTypeError(f"gamma must be a number in [0, 1] or 'auto', got {value!r}") from None
     if not 0.0 <= gamma <= 1.0:  # also rejects nan
-        raise InvalidValueError(f"gamma must be in [0, 1] (paper eq. 29), got {gamma}")
+        raise InvalidValueError(f"gamma must be in [0, 1] (paper eq. 29) or 'auto', got {gamma}")
     return gamma
+
+
+def _check_tolerance(value, resolved: dict):
+    if value is None:
+        return DEFAULT_TOLERANCE if resolved.get("gamma") == AUTO else None
+    if resolved.get("gamma") != AUTO:
+        raise InvalidValueError(f"tolerance={value!r} is the round-trip error that gamma='auto' chooses its gamma for; "
+                                f"with gamma={resolved.get('gamma')!r} it would do nothing: pass gamma='auto' or drop it")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise InvalidValueError(f"tolerance must be a relative round-trip error in (0, 1), e.g. 1e-6; got {value!r}")
+    return float(value)
 
 
 def _check_lattice(value, resolved: dict):
@@ -94,6 +108,12 @@ def _non_negative_float(name):
     return check
 
 
+def _check_seed(value, resolved: dict) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 0:
+        raise InvalidValueError(f"seed must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
 def _check_leapfrog(value, resolved: dict) -> bool:
     if not isinstance(value, bool):
         raise InvalidTypeError(f"leapfrog must be True or False, got {value!r}")
@@ -110,12 +130,19 @@ class Option:
     doc: str
 
 
-GAMMA = Option(1.0, _check_gamma, "BDIA's mixing weight in [0, 1] (paper eq. 29); 0 is DDIM, inversion needs > 0")
+#: ``gamma="auto"``: the smallest gamma whose inversion stays exact within ``tolerance``
+#: (:func:`bdia.exactness.auto_gamma`)
+AUTO = "auto"
+
+GAMMA = Option(1.0, _check_gamma, "BDIA's mixing weight in [0, 1] (paper eq. 29); 0 is DDIM, inversion needs > 0; "
+               "'auto' picks the smallest that inverts within tolerance (bdia.auto_gamma)")
+TOLERANCE = Option(None, _check_tolerance, "gamma='auto': the relative round-trip error to keep within (default 1e-6)")
 LATTICE = Option(None, _check_lattice, "True or a spacing 2**-k: states on a dyadic lattice, bit-exact (gamma = 1)")
 P = Option(0.93, _check_p, "EDICT's mixing weight in (0, 1]")
 LEAPFROG = Option(True, _check_leapfrog, "EDICT: swap the half-steps' order on every other step (reference code)")
 
 
+SEED = Option(0, _check_seed, "ddpm-inversion: the seed of the noise drawn for each timestep (and for sampling)")
 INNER_STEPS = Option(10, _positive_int("inner_steps"), "null-text: Adam steps per diffusion step")
 LR = Option(1e-2, _positive_float("lr"), "null-text: Adam's learning rate at the noisy end (decays by 1% a step)")
 EARLY_STOP = Option(1e-5, _non_negative_float("early_stop"),
@@ -173,10 +200,21 @@ class Method:
     needs_guided_model: bool = False
     #: whether ``calls.invert`` is an upper bound (an optimisation that may stop early) rather than the count
     invert_calls_at_most: bool = False
+    #: the latents an inversion of ``K`` steps keeps, as a function of ``K`` (None: those its ``state`` names)
+    stored: Callable[[int], int] | None = None
+    #: why it runs on :attr:`schedules` only (for the error that refuses another schedule)
+    schedules_why: str = ""
+    #: how ``gamma="auto"`` becomes a number for an inversion: ``choose_gamma(num_inverted_steps, latents_dtype,
+    #: network_dtype, tolerance, num_inputs)`` (None: the method has no gamma to choose)
+    choose_gamma: Callable[..., float] | None = None
 
     @property
     def invertible(self) -> bool:
         return self.invert is not None
+
+    def stored_latents(self, num_inverted_steps: int) -> int:
+        """How many latent-sized tensors an inversion of ``num_inverted_steps`` steps keeps for reconstruction."""
+        return len(self.state) if self.stored is None else self.stored(num_inverted_steps)
 
     def network_calls(self, num_steps: int, kind: str = "sample") -> int:
         """Network calls for ``num_steps`` steps walked: ``kind`` is ``"sample"``, ``"invert"`` or ``"reconstruct"``."""
@@ -290,8 +328,9 @@ REGISTRY: dict[str, Method] = {
         "bdia", "BDIA-DDIM (paper eqs. 26 and 29): time-symmetric two-step rule, exact for gamma > 0",
         sample=loops.sample_bdia, invert=loops.invert_bdia,
         calls=Calls(sample=_per_step(1), invert=_per_step(1), reconstruct=_per_step(1, 1)),
-        options={"gamma": GAMMA, "lattice": LATTICE}, min_steps=2, state=("z_K", "z_{K-1}"), state_span=2,
-        exact=True, takes_lattice=True, warns_a_priori=True, amplification=_bdia_amplification),
+        options={"gamma": GAMMA, "tolerance": TOLERANCE, "lattice": LATTICE}, min_steps=2, state=("z_K", "z_{K-1}"),
+        state_span=2, exact=True, takes_lattice=True, warns_a_priori=True, amplification=_bdia_amplification,
+        choose_gamma=auto_gamma),
     "obelm": Method(
         "obelm", "O-BELM (Wang et al. 2024): exact, second order; BDIA with a step-dependent gamma",
         sample=loops.sample_obelm, invert=loops.invert_obelm,
@@ -304,10 +343,9 @@ REGISTRY: dict[str, Method] = {
         "bdia-edm", "BDIA-EDM (this project's definition): Heun forward, Euler backward, exact for gamma > 0",
         sample=loops.sample_bdia_edm, invert=loops.invert_bdia_edm,
         calls=Calls(sample=_per_step(2, 1), invert=_per_step(2, 2), reconstruct=_per_step(2, 3)),
-        options={"gamma": GAMMA, "lattice": LATTICE}, min_steps=2, state=("z_K", "z_{K-1}"), state_span=2,
-        exact=True, takes_lattice=True, lattice_needs_alpha_one=True, family="edm", limits_x0=False,
-        warns_a_priori=True,
-        amplification=_bdia_amplification),
+        options={"gamma": GAMMA, "tolerance": TOLERANCE, "lattice": LATTICE}, min_steps=2, state=("z_K", "z_{K-1}"),
+        state_span=2, exact=True, takes_lattice=True, lattice_needs_alpha_one=True, family="edm", limits_x0=False,
+        warns_a_priori=True, amplification=_bdia_amplification, choose_gamma=auto_gamma),
     "midpoint": Method(
         "midpoint", "RF-Solver's second-order step (Wang et al. 2024), the midpoint rule: 2 calls per step, "
         "approximate inversion", sample=loops.sample_midpoint, invert=loops.invert_midpoint,
@@ -333,6 +371,13 @@ REGISTRY: dict[str, Method] = {
         invert=loops.invert_negative_prompt, calls=Calls(sample=_per_step(1), invert=_per_step(1),
                                                          reconstruct=_per_step(1)),
         limits_x0=False, needs_guided_model=True),
+    "ddpm-inversion": Method(
+        "ddpm-inversion", "edit-friendly DDPM inversion (Huberman-Spiegelglas et al. 2024): noisy versions drawn "
+        "independently per timestep and the noise map of each DDPM step stored; exact by construction, stochastic",
+        sample=loops.sample_ddpm, invert=loops.invert_ddpm,
+        calls=Calls(sample=_per_step(1), invert=_per_step(1), reconstruct=_per_step(1)),
+        options={"seed": SEED}, state=("z_K",), exact=True, stored=lambda k: k + 1, schedules=(VPSchedule,),
+        schedules_why="DDPM's posterior step is written for a variance-preserving schedule"),
 }
 
 #: every method's name, in the registry's order
@@ -416,8 +461,7 @@ class MethodSpec:
                 try:
                     options[key.strip()] = float(value)
                 except ValueError:
-                    raise InvalidValueError(f"option {item!r} in {text!r}: {value!r} is not a number or "
-                                            "true/false") from None
+                    options[key.strip()] = value  # a word (gamma=auto): the option's own check decides
         return cls(name.strip(), options)
 
     @property

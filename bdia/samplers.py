@@ -30,7 +30,7 @@ from torch import Tensor
 from .errors import InvalidTypeError, InvalidValueError
 from .exactness import warn_amplified, warn_grown, warn_half_precision, warn_nondeterministic
 from .lattice import MANTISSA_BITS, resolve_lattice
-from .methods import INVERTIBLE_METHODS, REGISTRY, Method, get_method, rounding_amplification
+from .methods import AUTO, INVERTIBLE_METHODS, REGISTRY, Method, get_method, rounding_amplification
 from .predictions import prediction_config
 from .schedules import Schedule
 from .steps import lattice_round
@@ -155,8 +155,8 @@ def _split_options(record: Method, options: dict, inverting: bool) -> tuple[dict
 def _check_schedule_for(record: Method, schedule: Schedule, num_steps: int) -> None:
     if record.schedules and not isinstance(schedule, record.schedules):
         names = ", ".join(cls.__name__ for cls in record.schedules)
-        raise InvalidValueError(f"{record.name!r} runs on {names} only (it evaluates the network at the data end, "
-                                f"which is a valid time there), not on {type(schedule).__name__}")
+        why = record.schedules_why or "it evaluates the network at the data end, which is a valid time there"
+        raise InvalidValueError(f"{record.name!r} runs on {names} only ({why}), not on {type(schedule).__name__}")
     if record.family == "edm" and any(schedule.level(float(t)).alpha == 0 for t in schedule.timesteps(num_steps)):
         raise InvalidValueError(f"{record.name!r} integrates in EDM space, x = z / alpha, which is infinite where "
                                 "alpha = 0 (a rectified flow's t = 1, or zero terminal SNR) on this grid; use a "
@@ -214,10 +214,11 @@ def _lattice_for(record: Method, method_opts: dict, dtype: torch.dtype, schedule
 
 
 def _trajectory(model, record: Method, direction: str, ts: Tensor, schedule: Schedule, run_opts: dict,
-                lattice: float | None, data_rms: float | None = None) -> Trajectory:
+                lattice: float | None, data_rms: float | None = None, gamma: float | None = None) -> Trajectory:
+    label = f"{record.name} γ={gamma:g}" if isinstance(gamma, float) else None  # which gamma runs ('auto' chose it)
     return Trajectory(model, record.name, direction, ts, schedule, progress=bool(run_opts.get("progress")),
                       callback=run_opts.get("callback"), keep_states=bool(run_opts.get("return_trajectory")),
-                      lattice=lattice, data_rms=data_rms)
+                      lattice=lattice, data_rms=data_rms, label=label)
 
 
 def _finish(result, traj: Trajectory):
@@ -275,8 +276,15 @@ def invert(model, x0: Tensor, schedule: Schedule, num_steps: int, method: str = 
     if method_opts.get("gamma") == 0.0:
         raise InvalidValueError("inversion needs gamma > 0: the inverse update divides by gamma (gamma = 0 is plain "
                                 "DDIM, which has no exact inverse); use gamma in (0, 1], e.g. 1.0 or 0.96")
+    tolerance = method_opts.pop("tolerance", None)
+    chosen = method_opts.get("gamma") == AUTO
+    if chosen:
+        net_dtype = getattr(model, "network_dtype", None)
+        method_opts["gamma"] = record.choose_gamma(intervals, x0.dtype, net_dtype, tolerance, x0.numel())
     bound = rounding_amplification(method, intervals, schedule=schedule, num_steps=num_steps, **method_opts)
-    warned = record.warns_a_priori and warn_amplified(method, method_opts["gamma"], intervals, bound, stacklevel=3)
+    # an automatic gamma was chosen to keep within its tolerance: no a-priori warning for its own choice
+    warned = record.warns_a_priori and not chosen and warn_amplified(method, method_opts["gamma"], intervals, bound,
+                                                                     stacklevel=3)
     if record.exact:
         warn_half_precision(x0.dtype, stacklevel=3)
     ts = _grid(schedule, num_steps, intervals).flip(0)
@@ -287,7 +295,8 @@ def invert(model, x0: Tensor, schedule: Schedule, num_steps: int, method: str = 
         on_lattice = lattice_round(x0, lattice)
         moved = float((on_lattice - x0).abs().max())
         x0 = on_lattice
-    traj = _trajectory(model, record, "inversion", ts, schedule, run_opts, lattice, data_rms=rms(x0))
+    traj = _trajectory(model, record, "inversion", ts, schedule, run_opts, lattice, data_rms=rms(x0),
+                       gamma=method_opts.get("gamma"))
     traj.start(x0)
     with traj:
         latents = record.invert(traj, x0, method_opts)
@@ -297,8 +306,12 @@ def invert(model, x0: Tensor, schedule: Schedule, num_steps: int, method: str = 
                    "peak_ratio": traj.peak_ratio, "amplification_bound": bound, "input_rms": traj.data_rms}
     if moved is not None:
         noise_stats["input_moved"] = moved
+    if chosen:
+        noise_stats["auto_gamma"] = {"gamma": method_opts["gamma"], "tolerance": tolerance,
+                                     "network_dtype": str(net_dtype or x0.dtype).removeprefix("torch."),
+                                     "latents_dtype": str(x0.dtype).removeprefix("torch.")}
     if not warned:
-        warn_grown(method, traj.peak_ratio, x0.dtype, stacklevel=3)
+        warn_grown(method, traj.peak_ratio, x0.dtype, stacklevel=3, tolerance=tolerance)
     options_record = {**method_opts, **({"lattice": lattice} if lattice is not None else {})}
     state = InversionState(method, num_steps, options_record, grid, tuple(latents),
                            levels=_levels_tensor(schedule, grid), noise_stats=noise_stats, extras=dict(traj.extras))
@@ -324,12 +337,18 @@ def sample(model, init, schedule: Schedule, num_steps: int, method: str = "bdia"
         if init.method != method:
             raise InvalidValueError(f"method mismatch: this inversion state was made by {init.method!r}, not "
                                     f"{method!r}; reconstruct with method={init.method!r}")
+        if isinstance(options.get("gamma"), str) and "gamma" in init.options:
+            # 'auto': the gamma the inversion chose (its tolerance was spent choosing it)
+            options = {k: v for k, v in options.items() if k != "tolerance"} | {"gamma": init.options["gamma"]}
         method_opts, run_opts = _split_options(record, {**init.options, **options}, inverting=False)
         explicit = {k: method_opts[k] for k in options if k in method_opts}
         ts = _check_state(init, record, num_steps, explicit, schedule)
         latents = init.latents
     else:
         method_opts, run_opts = _split_options(record, options, inverting=False)
+        if method_opts.get("gamma") == AUTO:
+            raise InvalidValueError("gamma='auto' chooses the gamma of an inversion (from its steps and precision); "
+                                    "sampling from noise needs a number, e.g. gamma=0.5 (the paper's 10-step setting)")
         latents = (_check_tensor("init", init),)
         ts = _grid(schedule, num_steps, num_steps)
     _check_schedule_for(record, schedule, num_steps)
@@ -346,7 +365,7 @@ def sample(model, init, schedule: Schedule, num_steps: int, method: str = "bdia"
                                         "returned")
         else:
             latents = (lattice_round(latents[0], lattice),)
-    traj = _trajectory(model, record, "sampling", ts, schedule, run_opts, lattice)
+    traj = _trajectory(model, record, "sampling", ts, schedule, run_opts, lattice, gamma=method_opts.get("gamma"))
     if isinstance(init, InversionState):
         traj.extras = dict(init.extras)
     traj.start(latents[0])

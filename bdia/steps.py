@@ -51,6 +51,8 @@ __all__ = [
     "bdia_edm_step",
     "bdia_edm_increment",
     "bdia_edm_inverse_step",
+    "ddpm_posterior_std",
+    "ddpm_mean_from_prediction",
 ]
 
 EpsFn = Callable[[Tensor], Tensor]
@@ -300,3 +302,18 @@ def bdia_edm_inverse_step(z_cleaner: Tensor, z: Tensor, z_forward: Tensor, eps: 
         raise InvalidValueError(f"the BDIA-EDM inverse divides by gamma; need gamma > 0, got {gamma}")
     x_forward, x_backward = _bdia_edm_parts(z, z_forward, eps, level_noisier, level, level_cleaner)
     return level_noisier.alpha * (x_backward + (z_cleaner / level_cleaner.alpha - x_forward) / gamma)
+
+
+def ddpm_posterior_std(level: Level, target: Level) -> float:
+    """The noise scale of DDPM's posterior step from ``level`` to the cleaner ``target``: DDIM's ``sigma`` with
+    ``eta = 1`` (Song et al. 2021, eq. 16), ``(sigma_target / sigma) sqrt(1 - (alpha / alpha_target)^2)``."""
+    if level.sigma == 0:
+        return 0.0
+    return (target.sigma / level.sigma) * max(0.0, 1.0 - (level.alpha / target.alpha) ** 2) ** 0.5
+
+
+def ddpm_mean_from_prediction(x0_hat: Tensor, eps_hat: Tensor, target: Level, std: float) -> Tensor:
+    """The mean of DDPM's posterior step towards ``target`` on the predictions, ``alpha_target x0_hat +
+    sqrt(sigma_target^2 - std^2) eps_hat``; a step adds ``std`` times fresh noise, or edit-friendly DDPM inversion's
+    stored noise map (Huberman-Spiegelglas et al. 2024, eq. 3)."""
+    return target.alpha * x0_hat + max(0.0, target.sigma ** 2 - std ** 2) ** 0.5 * eps_hat

@@ -41,12 +41,13 @@ class Trajectory:
     """One walk of ``method`` over the timesteps ``ts`` (in walking order) of ``schedule``; see the module.
 
     ``lattice``: the spacing every state is kept on (None without). ``data_rms``: when given, the growth of
-    the states over the noise level expected for data of that rms is tracked in :attr:`peak_ratio`.
+    the states over the noise level expected for data of that rms is tracked in :attr:`peak_ratio`. ``label``:
+    what the progress bar calls the method (default its name).
     """
 
     def __init__(self, model, method: str, direction: str, ts: Tensor, schedule, *, progress: bool = False,
                  callback: Callable | None = None, keep_states: bool = False, lattice: float | None = None,
-                 data_rms: float | None = None):
+                 data_rms: float | None = None, label: str | None = None):
         self.model, self.method, self.direction = model, method, direction
         self.prediction = prediction_config(model)
         self.schedule = schedule
@@ -56,7 +57,7 @@ class Trajectory:
         self.euler_variables = schedule.euler_variables
         self.callback = callback
         self.states: list[Tensor] | None = [] if keep_states else None
-        self.bar = tqdm(total=len(self.ts) - 1, desc=f"{method} {direction}", disable=not progress, leave=False)
+        self.bar = tqdm(total=len(self.ts) - 1, desc=f"{label or method} {direction}", disable=not progress, leave=False)
         self.lattice = lattice
         self.data_rms = data_rms
         self.peak_ratio = 0.0

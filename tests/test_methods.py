@@ -25,6 +25,8 @@ def setup_for(name, setup):
     EDM family, else the shared VP setup."""
     schedule, model, x0 = setup
     record = REGISTRY[name]
+    if record.schedules and bdia.VPSchedule in record.schedules:
+        return schedule, model, x0
     if record.schedules:
         schedule = bdia.FlowMatchSchedule(shift=3.0)
         return schedule, make_mixture(3).velocity_model(schedule), x0
@@ -60,6 +62,9 @@ def test_the_stated_network_calls_are_the_counted_ones(setup, name, num_steps):
             assert counting.calls == record.network_calls(walked, "reconstruct")
             assert len(steps_seen) == record.reconstruction_steps(walked)
             assert len(state.latents) == len(record.state)
+            # the latents it keeps: its state, and edit-friendly DDPM inversion's noise maps
+            kept = len(state.latents) + len(state.extras.get("noise_maps", ()))
+            assert record.stored_latents(walked) == kept
     else:
         with pytest.raises(ValueError, match="has no inverse"):
             record.network_calls(num_steps, "invert")
@@ -92,10 +97,11 @@ def test_every_exact_method_round_trips(setup, name, dtype, tol):
 
 
 def test_options_defaults_and_checks():
-    assert bdia.method_defaults("bdia") == {"gamma": 1.0, "lattice": None}
+    assert bdia.method_defaults("bdia") == {"gamma": 1.0, "tolerance": None, "lattice": None}
     assert bdia.method_defaults("edict") == {"p": 0.93, "leapfrog": True}
-    assert REGISTRY["bdia"].resolve({"gamma": 0.5}) == {"gamma": 0.5, "lattice": None}
-    assert REGISTRY["bdia"].resolve({"lattice": True}) == {"gamma": 1.0, "lattice": "auto"}
+    assert REGISTRY["bdia"].resolve({"gamma": 0.5}) == {"gamma": 0.5, "tolerance": None, "lattice": None}
+    assert REGISTRY["bdia"].resolve({"lattice": True}) == {"gamma": 1.0, "tolerance": None, "lattice": "auto"}
+    assert REGISTRY["bdia"].resolve({"gamma": "auto"}) == {"gamma": "auto", "tolerance": 1e-6, "lattice": None}
     with pytest.raises(ValueError, match="unknown option"):
         REGISTRY["obelm"].resolve({"gamma": 0.5})
     with pytest.raises(TypeError, match="coefficient other than 1"):
@@ -129,5 +135,5 @@ def test_method_specs_share_the_registry_checks():
     assert spec.record is REGISTRY["bdia"] and spec.options == {"gamma": 1.0, "lattice": True}
     with pytest.raises(ValueError, match="lattice needs gamma = 1"):
         bdia.MethodSpec.parse("bdia:gamma=0.5,lattice=true")
-    with pytest.raises(ValueError, match="is not a number"):
+    with pytest.raises(TypeError, match="gamma must be a number in \\[0, 1\\] or 'auto', got 'abc'"):
         bdia.MethodSpec.parse("bdia:gamma=abc")

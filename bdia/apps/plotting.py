@@ -21,6 +21,7 @@ METHOD_COLORS = {
     "fireflow": "#bcbd22",
     "null-text": "#17becf",
     "negative-prompt": "#7f7f7f",
+    "ddpm-inversion": "#aec7e8",
     "reference": "#000000",
 }
 # markers and line styles by gamma, so that two gammas of one method never share a look

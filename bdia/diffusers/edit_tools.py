@@ -87,17 +87,24 @@ def check_inversion(state, method, num_inference_steps, latent_dtype, num_images
     return state
 
 
-def warn_on_mismatch(state: InversionState, prompt_fingerprint: str, guidance_scale: float) -> None:
-    """Warn when a regeneration uses another guidance than its inversion, and when an edit (another prompt) starts
-    from a latent far from noise."""
+def warn_on_mismatch(state: InversionState, prompt_fingerprint: str, guidance_scale: float, prompt=None) -> None:
+    """Warn when a regeneration (the inversion's prompt) uses another guidance than its inversion, and when an edit
+    (another prompt) starts from a latent far from noise. An edit may take a guidance of its own: the source's is the
+    inversion's, the target's the edit's (as the EDICT reference code and null-text's recipe allow)."""
     inverted = state.conditioning
-    if "guidance_scale" in inverted and float(guidance_scale) != inverted["guidance_scale"]:
+    edit = inverted.get("prompt_fingerprint") not in (None, prompt_fingerprint)
+    # the fingerprint also covers the unconditional embedding, which guidance 1 leaves out: a regeneration is the
+    # inversion's prompt, whatever the guidance
+    same_prompt = prompt is not None and "prompt" in inverted and prompt == inverted["prompt"]
+    if (not edit or same_prompt) and "guidance_scale" in inverted and float(guidance_scale) != inverted["guidance_scale"]:
         warnings.warn(f"the inversion was made at guidance {inverted['guidance_scale']:g}, this regeneration uses "
                       f"{float(guidance_scale):g}: the round trip will not be exact (pass the same guidance_scale)",
                       ExactnessWarning, stacklevel=4)
-    edit = inverted.get("prompt_fingerprint") not in (None, prompt_fingerprint)
     ratio = state.noise_stats.get("ratio", 1.0)
-    if edit and ratio > EDIT_NOISE_RATIO_WARN:
+    # with gamma < 1 the growth is the leapfrog's parasitic mode, which the edit's forward steps damp by gamma each,
+    # exactly as inversion grew it: that latent is not a bad start
+    damped = state.options.get("gamma", 1.0) < 1.0
+    if edit and not damped and ratio > EDIT_NOISE_RATIO_WARN:
         warnings.warn(f"this edit starts from an inverted latent {ratio:.3g} times the noise level of its timestep "
                       "(not noise-like); edits from it can go astray: use gamma = 1, fewer steps or a lower strength",
                       ExactnessWarning, stacklevel=4)

@@ -75,6 +75,11 @@ class SD3VelocityModel:
         return model
 
     @property
+    def network_dtype(self) -> torch.dtype:
+        """The dtype the transformer computes in (``gamma="auto"`` keeps a lower-precision network's inputs)."""
+        return self.transformer.dtype
+
+    @property
     def embeddings(self) -> tuple:
         """Everything the model is conditioned on (for the inversion's fingerprint)."""
         return self.cond, self.uncond, self.pooled, self.uncond_pooled
@@ -108,6 +113,11 @@ class FluxVelocityModel:
         with torch.no_grad():
             self.cond, self.pooled, self.text_ids = pipe.encode_prompt(
                 prompts, prompts, device=pipe.transformer.device, max_sequence_length=max_sequence_length)
+
+    @property
+    def network_dtype(self) -> torch.dtype:
+        """The dtype the transformer computes in (``gamma="auto"`` keeps a lower-precision network's inputs)."""
+        return self.transformer.dtype
 
     @property
     def embeddings(self) -> tuple:

@@ -165,7 +165,7 @@ class BDIAFlowEditPipeline:
         model = CountingModel(self.velocity_model(prompt, guidance_scale, negative_prompt or "", batch,
                                                   max_sequence_length))
         if inversion is not None:
-            warn_on_mismatch(inversion, fingerprint(*model.model.embeddings), guidance_scale)
+            warn_on_mismatch(inversion, fingerprint(*model.model.embeddings), guidance_scale, prompt)
         schedule = self.schedule(init.shape)
         bar, callback = step_callback(self.pipe, total)
         with bar:

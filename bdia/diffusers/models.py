@@ -51,6 +51,11 @@ def _check_prediction_type(config, allow_v_prediction: bool, what: str) -> str:
 
 
 class _EpsBase:
+    @property
+    def network_dtype(self) -> torch.dtype:
+        """The dtype the network computes in (``gamma="auto"`` keeps a lower-precision network's inputs unchanged)."""
+        return next(self.network.parameters()).dtype
+
     def __init__(self, network, scheduler_config, allow_v_prediction: bool, what: str, schedule=None,
                  follow_clipping: bool = True):
         self.network = network

@@ -134,7 +134,7 @@ class _ExactEditing:
         model = CountingModel(self._eps_model(expand_prompts(prompt, batch), guidance_scale, negative_prompt or "",
                                               allow_v_prediction, schedule, init.shape[-1] * self.vae_scale_factor))
         if inversion is not None:
-            warn_on_mismatch(inversion, fingerprint(*model.embeddings), guidance_scale)
+            warn_on_mismatch(inversion, fingerprint(*model.embeddings), guidance_scale, prompt)
         bar, callback = step_callback(self, total, callback_on_step_end, callback_on_step_end_tensor_inputs)
         with bar:
             result = sample(model, init, schedule, num_inference_steps, method, callback=callback, **method_options)

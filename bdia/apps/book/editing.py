@@ -246,6 +246,7 @@ def digit_edits(unet, classifier, images, sources, targets, schedule, num_steps:
             edited[run.label, guidance] = out.float()
             rows.append({"method": run.label, "guidance": guidance, "reconstruction error": relative_error(rec, x),
                          **scores(out), "latent / noise level": run.state.noise_stats.get("ratio", float("nan")),
+                         "gamma": run.state.options.get("gamma", float("nan")),
                          "invert calls": run.invert_calls, "backward passes": run.backward,
                          "regenerate calls": counting.calls})
         fresh = sample(target_model, noise, schedule, num_steps, "ddim")
