@@ -257,6 +257,25 @@ def test_chapter_5_editing():
     calls = photos[photos.guidance == 3.0].set_index("method")["calls per image"]
     assert (calls["bdia (γ=0.96)"], calls["edict"], calls["ddim"]) == (31, 64, 32)
     assert md["ch5_photo_verdict"].startswith("Every exact method returns the VAE's reconstruction")
+    # the gamma frontier: the sentence names the best exact gamma of the table, and gamma='auto' meets its tolerance
+    front = table(g, "ch5_frontier")
+    for guidance, group in front.groupby("guidance"):
+        exact = group[group["reconstruction error"] <= 1e-6]
+        best = exact.sort_values(["edit success", "feature distance"], ascending=[False, True]).iloc[0]
+        assert f"At guidance {guidance:g} the best exact BDIA edit is at γ = {best['gamma']:.3g}" in \
+            md["ch5_frontier_verdict"]
+        ddim = edits[(edits.method == "ddim") & (edits.guidance == guidance)].iloc[0]
+        wins = best["edit success"] >= ddim["edit success"] and best["feature distance"] < ddim["feature distance"]
+        assert ("it beats DDIM inversion on both axes" in md["ch5_frontier_verdict"].split("At guidance")[
+            sorted(set(front.guidance)).index(guidance) + 1]) == wins
+    auto = front[front.method.str.startswith("bdia (γ=auto")]
+    assert len(auto) == 2 * len(set(front.guidance)) and (auto["reconstruction error"] <= 1e-6).all()
+    import torch
+
+    import bdia
+    numel = g["ch5_num_digits"] * 8 * 8  # the batch of 8 x 8 digits the network sees
+    assert set(auto[auto.method == "bdia (γ=auto)"]["gamma"]) == {
+        bdia.auto_gamma(bdia.inverted_steps(0.8, 20), torch.float64, torch.float32, 1e-6, numel)}
 
 
 def test_chapter_6_cost():
