@@ -194,3 +194,17 @@ def test_the_frontier_verdict_picks_the_best_exact_gamma_and_compares_both_axes(
     assert "best exact BDIA edit is at γ = 0.5" in worse and "it beats DDIM inversion on both axes" in worse
     edits.loc[0, "feature distance"] = 16.5  # DDIM now closer: success alone does not win
     assert "does not beat DDIM inversion on both axes" in frontier.frontier_verdict(front, edits)
+    # the figure draws in the book's style without a notice on the page
+    import warnings
+
+    import matplotlib as mpl
+    import matplotlib.pyplot as plt
+
+    from bdia.apps.plotting import use_book_style
+
+    with mpl.rc_context(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        use_book_style()
+        fig = frontier.plot_frontier(front, edits, "ci", "synthetic")
+        fig.canvas.draw()
+        plt.close(fig)

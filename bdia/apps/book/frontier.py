@@ -135,7 +135,6 @@ def plot_frontier(frontier, edits, profile: str, stamp: str):
     axes[0][0].set_ylabel("read as the target")
     axes[0][0].yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
     handles, labels = axes[0][-1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=7, frameon=False)
     stamp_profile(fig, profile, stamp)
     return fig
