@@ -20,6 +20,7 @@ method's loop from the registry and run it on a :class:`~bdia.trajectory.Traject
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import operator
 from dataclasses import dataclass, field
@@ -95,6 +96,21 @@ class InversionState:
     def to(self, *args, **kwargs) -> "InversionState":
         """A copy with every latent moved or cast by ``Tensor.to``."""
         return dataclasses.replace(self, latents=tuple(z.to(*args, **kwargs) for z in self.latents))
+
+    def tile(self, copies: int) -> "InversionState":
+        """This state ``copies`` times along the batch: its latents and what it keeps per sample (null-text's
+        embeddings, DDPM inversion's noise maps), so that one run regenerates the source beside its edits."""
+        batch = self.shape[0]
+
+        def tiled(value):
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == batch:
+                return value.repeat(copies, *([1] * (value.dim() - 1)))
+            if isinstance(value, (tuple, list)):
+                return type(value)(tiled(v) for v in value)
+            return value
+
+        return dataclasses.replace(self, latents=tiled(self.latents), shape=(),
+                                   extras={key: tiled(value) for key, value in self.extras.items()})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -319,7 +335,7 @@ def invert(model, x0: Tensor, schedule: Schedule, num_steps: int, method: str = 
 
 
 @torch.no_grad()
-def sample(model, init, schedule: Schedule, num_steps: int, method: str = "bdia", **options):
+def sample(model, init, schedule: Schedule, num_steps: int, method: str = "bdia", *, control=None, **options):
     """Run ``method`` from ``init`` down to data and return the final sample.
 
     ``init`` is either the noise state ``z_{t_N}`` (fresh sampling; scale standard normal noise by
@@ -330,9 +346,27 @@ def sample(model, init, schedule: Schedule, num_steps: int, method: str = "bdia"
 
     Network calls from noise: N for ``ddim``, ``bdia``, ``obelm``; 2N for ``edict``; 2N - 1 for ``heun``
     and ``bdia-edm`` (``REGISTRY[method].network_calls``).
+
+    **Controlled edits.** With ``control`` (e.g. :class:`bdia.diffusers.controls.FeatureInjection` or
+    ``PromptToPrompt``) the run carries two branches of ``init`` in one batch: the first half regenerates the
+    source, the second is the edit, which takes the source branch's features or attention maps inside the network
+    for the first part of the steps. ``model`` then conditions the first half on the source and the second on the
+    target (a :class:`~bdia.diffusers.UNetEpsModel` with labels ``[sources, targets]``, a guidance per sample if
+    they differ); the result is that batch, source branch first. Every method runs so, unchanged: the control acts
+    on the network (``control.bind(model, timesteps, batch)``), not on the sampler.
     """
     record = get_method(method)
     num_steps = record.check_num_steps(num_steps)
+    batch = None
+    if control is not None:
+        if not callable(getattr(control, "bind", None)):
+            raise InvalidTypeError(f"control must be a bdia.diffusers.controls control (FeatureInjection, "
+                                   f"PromptToPrompt), got {type(control).__name__}")
+        if isinstance(init, InversionState):
+            batch, init = init.shape[0], init.tile(2)
+        else:
+            init = _check_tensor("init", init)
+            batch, init = init.shape[0], torch.cat([init, init])
     if isinstance(init, InversionState):
         if init.method != method:
             raise InvalidValueError(f"method mismatch: this inversion state was made by {init.method!r}, not "
@@ -365,14 +399,15 @@ def sample(model, init, schedule: Schedule, num_steps: int, method: str = "bdia"
                                         "returned")
         else:
             latents = (lattice_round(latents[0], lattice),)
-    traj = _trajectory(model, record, "sampling", ts, schedule, run_opts, lattice, gamma=method_opts.get("gamma"))
-    if isinstance(init, InversionState):
-        traj.extras = dict(init.extras)
-    traj.start(latents[0])
-    if len(latents) == 2 and record.state_span == 2:
-        traj.start(latents[1])  # the pair covers t_K and t_{K-1}
-    with traj:
-        result = record.sample(traj, latents, method_opts)
+    with contextlib.nullcontext(model) if control is None else control.bind(model, ts, batch) as model:
+        traj = _trajectory(model, record, "sampling", ts, schedule, run_opts, lattice, gamma=method_opts.get("gamma"))
+        if isinstance(init, InversionState):
+            traj.extras = dict(init.extras)
+        traj.start(latents[0])
+        if len(latents) == 2 and record.state_span == 2:
+            traj.start(latents[1])  # the pair covers t_K and t_{K-1}
+        with traj:
+            result = record.sample(traj, latents, method_opts)
     return _finish(result, traj)
 
 

@@ -14,12 +14,15 @@ predictions, updates, the lattice, the warnings) and honours diffusers' own cont
 * :class:`BDIAFlowMatchScheduler`, :class:`BDIAFlowMatchInverseScheduler`, :class:`BDIAFlowEditPipeline`: the
   same for rectified-flow pipelines (Stable Diffusion 3, FLUX), with :class:`SD3VelocityModel` and
   :class:`FluxVelocityModel`;
+* :class:`FeatureInjection`, :class:`PromptToPrompt` (:mod:`bdia.diffusers.controls`): an edit's target branch
+  takes the source branch's features or attention maps, through hooks and the attention-processor API;
 * :func:`prepare_image`, :func:`encode_image`, :func:`decode_latents`: images in and out of the VAE's
   latent space;
 * :func:`tiny_stable_diffusion`, :func:`tiny_stable_diffusion_3`, :func:`tiny_flux`: miniature, randomly
   initialised pipelines built in code, for tests and the ``ci`` profile.
 """
 
+from .controls import FeatureInjection, PromptToPrompt
 from .flow_models import FluxVelocityModel, SD3VelocityModel
 from .flow_pipeline import BDIAFlowEditPipeline
 from .flow_scheduler import BDIAFlowMatchInverseScheduler, BDIAFlowMatchScheduler
@@ -27,7 +30,7 @@ from .images import decode_latents, encode_image, pipeline_resolution, prepare_i
 from .loading import (ModelNotAvailableError, cast_network, cast_pipeline, load_pipeline, load_scheduler_config,
                       load_unet, network_copy)
 from .models import (StableDiffusionEpsModel, StableDiffusionXLEpsModel, UNetEpsModel, classifier_free_guidance,
-                     schedule_from_scheduler)
+                     guidance_of, schedule_from_scheduler)
 from .pipeline import BDIAEditPipeline, BDIAEditXLPipeline
 from .scheduler import BDIAInverseScheduler, BDIAScheduler
 from .tiny import tiny_flux, tiny_stable_diffusion, tiny_stable_diffusion_3, tiny_stable_diffusion_xl
@@ -62,4 +65,7 @@ __all__ = [
     "BDIAEditXLPipeline",
     "StableDiffusionXLEpsModel",
     "tiny_stable_diffusion_xl",
+    "FeatureInjection",
+    "PromptToPrompt",
+    "guidance_of",
 ]

@@ -18,7 +18,7 @@ from ..predictions import EPSILON, PredictionConfig
 from ..schedules import VPSchedule
 
 __all__ = ["UNetEpsModel", "StableDiffusionEpsModel", "StableDiffusionXLEpsModel", "schedule_from_scheduler",
-           "classifier_free_guidance"]
+           "classifier_free_guidance", "guidance_of"]
 
 _V_PREDICTION = PredictionConfig("v_prediction")
 
@@ -28,10 +28,29 @@ def schedule_from_scheduler(scheduler) -> VPSchedule:
     return VPSchedule.from_diffusers_config(scheduler.config)
 
 
-def classifier_free_guidance(out: Tensor, guidance_scale: float) -> Tensor:
-    """``eps_u + guidance_scale * (eps_c - eps_u)`` of a batch holding the unconditional half first."""
+def classifier_free_guidance(out: Tensor, guidance_scale) -> Tensor:
+    """``eps_u + guidance_scale * (eps_c - eps_u)`` of a batch holding the unconditional half first; the scale is a
+    number or one per sample (a 1-d tensor: an edit's source and target branches each at their own guidance)."""
     uncond, cond = out.chunk(2)
+    if torch.is_tensor(guidance_scale):
+        guidance_scale = guidance_scale.to(out).view(-1, *([1] * (out.dim() - 1)))
     return uncond + guidance_scale * (cond - uncond)
+
+
+def guidance_of(guidance_scale):
+    """A guidance scale as the eps models keep it: a float, or a 1-d float64 tensor with one scale per sample
+    (several values only where they differ)."""
+    if isinstance(guidance_scale, (int, float)) and not isinstance(guidance_scale, bool):
+        return float(guidance_scale)
+    scales = torch.as_tensor(guidance_scale, dtype=torch.float64).flatten()
+    if scales.numel() == 0 or not torch.isfinite(scales).all():
+        raise InvalidValueError(f"guidance_scale must be a number or one finite number per sample, got {guidance_scale!r}")
+    return float(scales[0]) if bool((scales == scales[0]).all()) else scales
+
+
+def _guided(guidance_scale) -> bool:
+    """Whether a guidance (a number or one per sample) needs the unconditional pass."""
+    return bool((torch.as_tensor(guidance_scale) > 1).any())
 
 
 def _check_prediction_type(config, allow_v_prediction: bool, what: str) -> str:
@@ -105,7 +124,8 @@ class UNetEpsModel(_EpsBase):
     """A diffusers ``UNet2DModel`` as ``model(z, t) -> eps``.
 
     ``class_labels``: one label per sample (class-conditional models); ``guidance_scale > 1`` adds
-    classifier-free guidance against ``null_class``, batching the conditional and unconditional passes.
+    classifier-free guidance against ``null_class``, batching the conditional and unconditional passes (a scale per
+    sample guides each at its own, as an edit's source and target branches are).
     The network runs in its own dtype; its output is returned in the dtype of ``z``. ``follow_clipping``:
     limit ``x0_hat`` as the scheduler config's ``clip_sample`` / ``thresholding`` says (as diffusers does).
     """
@@ -115,12 +135,13 @@ class UNetEpsModel(_EpsBase):
                  allow_v_prediction: bool = False, follow_clipping: bool = True):
         config = scheduler_config or {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
         super().__init__(unet, config, allow_v_prediction, "this UNet", follow_clipping=follow_clipping)
-        if guidance_scale > 1 and null_class is None:
+        guidance_scale = guidance_of(guidance_scale)
+        if _guided(guidance_scale) and null_class is None:
             raise InvalidValueError("classifier-free guidance (guidance_scale > 1) needs null_class, the unconditional "
                                     "label")
-        if guidance_scale > 1 and class_labels is None:
+        if _guided(guidance_scale) and class_labels is None:
             raise InvalidValueError("classifier-free guidance needs class_labels")
-        self.class_labels, self.guidance_scale, self.null_class = class_labels, float(guidance_scale), null_class
+        self.class_labels, self.guidance_scale, self.null_class = class_labels, guidance_scale, null_class
 
     def _labels(self, batch: int, device) -> Tensor | None:
         if self.class_labels is None:
@@ -173,7 +194,7 @@ class UNetEpsModel(_EpsBase):
         net_dtype = next(self.network.parameters()).dtype
         labels = self._labels(z.shape[0], z.device)
         x = z.to(net_dtype)
-        if self.guidance_scale > 1:
+        if _guided(self.guidance_scale):
             null = torch.full_like(labels, self.null_class)
             out = self.network(torch.cat([x, x]), t, class_labels=torch.cat([null, labels])).sample
             out = classifier_free_guidance(out, self.guidance_scale)
@@ -197,10 +218,10 @@ class StableDiffusionEpsModel(_EpsBase):
                  allow_v_prediction: bool = False, schedule=None, follow_clipping: bool = True):
         super().__init__(pipe.unet, pipe.scheduler.config, allow_v_prediction, "this pipeline", schedule,
                          follow_clipping)
-        self.guidance_scale, self.negative_prompt, self.pipe = float(guidance_scale), negative_prompt, pipe
+        self.guidance_scale, self.negative_prompt, self.pipe = guidance_of(guidance_scale), negative_prompt, pipe
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         with torch.no_grad():
-            cond, uncond = pipe.encode_prompt(prompts, pipe.unet.device, 1, self.guidance_scale > 1,
+            cond, uncond = pipe.encode_prompt(prompts, pipe.unet.device, 1, _guided(self.guidance_scale),
                                               negative_prompt=[negative_prompt] * len(prompts))
         self.cond, self.uncond = cond, uncond
 
@@ -257,7 +278,7 @@ class StableDiffusionEpsModel(_EpsBase):
         x = z.to(self.network.dtype)
         # the text encoder may run in another dtype than the UNet (e.g. a float64 copy of the UNet)
         cond = self._embeddings(self.cond, z.shape[0]).to(x.dtype)
-        if self.guidance_scale > 1:
+        if _guided(self.guidance_scale):
             uncond = self._embeddings(self.uncond, z.shape[0]).to(x.dtype)
             out = self.network(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
             out = classifier_free_guidance(out, self.guidance_scale)
@@ -277,7 +298,7 @@ class StableDiffusionXLEpsModel(StableDiffusionEpsModel):
                  allow_v_prediction: bool = False, schedule=None, follow_clipping: bool = True, size: int = 1024):
         _EpsBase.__init__(self, pipe.unet, pipe.scheduler.config, allow_v_prediction, "this pipeline", schedule,
                           follow_clipping)
-        self.guidance_scale, self.negative_prompt, self.pipe = float(guidance_scale), negative_prompt, pipe
+        self.guidance_scale, self.negative_prompt, self.pipe = guidance_of(guidance_scale), negative_prompt, pipe
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         negative = None if negative_prompt == "" else [negative_prompt] * len(prompts)
         with torch.no_grad():
@@ -318,6 +339,6 @@ class StableDiffusionXLEpsModel(StableDiffusionEpsModel):
 
     @torch.no_grad()
     def __call__(self, z: Tensor, t) -> Tensor:
-        if self.guidance_scale > 1:
+        if _guided(self.guidance_scale):
             return self.guided(z, t, self._embeddings(self.uncond, z.shape[0]))
         return self.conditional(z, t)

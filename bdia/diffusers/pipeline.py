@@ -34,7 +34,7 @@ from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 from diffusers.pipelines.stable_diffusion_xl.pipeline_output import StableDiffusionXLPipelineOutput
 
-from ..errors import InvalidTypeError
+from ..errors import InvalidTypeError, InvalidValueError
 from ..methods import get_method
 from ..models import CountingModel
 from ..samplers import InversionState, invert, inverted_steps, sample
@@ -42,7 +42,7 @@ from .edit_tools import (check_inversion, expand_prompts, fingerprint, initial_n
                          warn_on_mismatch)
 from .images import decode_latents, pipeline_resolution
 from .loading import cast_pipeline
-from .models import StableDiffusionEpsModel, StableDiffusionXLEpsModel, schedule_from_scheduler
+from .models import StableDiffusionEpsModel, StableDiffusionXLEpsModel, guidance_of, schedule_from_scheduler
 
 __all__ = ["BDIAEditPipeline", "BDIAEditXLPipeline"]
 
@@ -107,9 +107,14 @@ class _ExactEditing:
                  output_type: str = "pil", return_dict: bool = True, callback_on_step_end=None,
                  callback_on_step_end_tensor_inputs=("latents",), method: str | None = None,
                  latent_dtype: torch.dtype | None = None, height: int | None = None, width: int | None = None,
-                 allow_v_prediction: bool = False, **method_options):
+                 allow_v_prediction: bool = False, control=None, **method_options):
         """Regenerate or edit an inversion (``inversion=state``; ``prompt`` defaults to the inversion's), or sample
-        from noise (``generator`` or ``latents``) with ``method`` (default ``bdia``)."""
+        from noise (``generator`` or ``latents``) with ``method`` (default ``bdia``).
+
+        ``control`` (:class:`~bdia.diffusers.controls.PromptToPrompt` or ``FeatureInjection``) edits with a source
+        branch beside the target in one batch: the source branch regenerates the inversion under its own prompt and
+        guidance (the inversion's), the edit takes its attention maps or features. The images returned are the
+        edits; ``num_network_calls`` counts both branches (2 per step)."""
         if inversion is not None:
             init = check_inversion(inversion, method, num_inference_steps, latent_dtype, num_images_per_prompt, latents)
             batch = init.shape[0]
@@ -131,14 +136,27 @@ class _ExactEditing:
                                  self.device, latent_dtype or torch.float32) * self.scheduler.init_noise_sigma
             total = num_inference_steps
         schedule = schedule_from_scheduler(self.scheduler)
-        model = CountingModel(self._eps_model(expand_prompts(prompt, batch), guidance_scale, negative_prompt or "",
-                                              allow_v_prediction, schedule, init.shape[-1] * self.vae_scale_factor))
+        prompts, guidance, branches = expand_prompts(prompt, batch), guidance_scale, 1
+        if control is not None:
+            if inversion is None:
+                raise InvalidValueError("a control edits an inversion beside its source: pass inversion=state")
+            source = expand_prompts(inversion.conditioning.get("prompt", ""), batch)
+            control = control.with_prompts(self.tokenizer, source, prompts)
+            prompts, branches = source + prompts, 2
+            guidance = guidance_of([inversion.conditioning.get("guidance_scale", 1.0)] * batch +
+                                   [guidance_scale] * batch)
+        model = CountingModel(self._eps_model(prompts, guidance, negative_prompt or "", allow_v_prediction, schedule,
+                                              init.shape[-1] * self.vae_scale_factor))
         if inversion is not None:
-            warn_on_mismatch(inversion, fingerprint(*model.embeddings), guidance_scale, prompt)
+            target = [emb if emb is None or emb.shape[0] != branches * batch else emb[-batch:]
+                      for emb in model.embeddings]
+            warn_on_mismatch(inversion, fingerprint(*target), guidance_scale, prompt)
         bar, callback = step_callback(self, total, callback_on_step_end, callback_on_step_end_tensor_inputs)
         with bar:
-            result = sample(model, init, schedule, num_inference_steps, method, callback=callback, **method_options)
-        self.num_network_calls = model.calls
+            result = sample(model, init, schedule, num_inference_steps, method, callback=callback, control=control,
+                            **method_options)
+        result = result[-batch:]  # with a control: the edits, after the source branch
+        self.num_network_calls = model.calls * branches
         images = result if output_type == "latent" else self.decode(result, output_type)
         self.maybe_free_model_hooks()
         return self._output(images, return_dict)
