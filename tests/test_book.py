@@ -229,7 +229,7 @@ def test_chapter_5_editing():
     # the editing benchmark: every method and guidance of the issue, the numbers behind the sentences
     edits = table(g, "ch5_edits")
     methods = set(edits.method)
-    assert {"ddim", "null-text", "negative-prompt", "edict", "obelm", "bdia (γ=0.9)", "bdia (γ=0.96)", "bdia (γ=1)",
+    assert {"ddim", "null-text", "negative-prompt", "ddpm-inversion", "edict", "obelm", "bdia (γ=0.9)", "bdia (γ=0.96)", "bdia (γ=1)",
             "bdia (γ=1, lattice=True)", "bdia (γ=0.96), published first step", "fresh samples"} <= methods
     assert set(edits.guidance) == {1.0, 3.0, 7.5}
     at3 = edits[edits.guidance == 3.0].set_index("method")
@@ -270,6 +270,20 @@ def test_chapter_5_editing():
             sorted(set(front.guidance)).index(guidance) + 1]) == wins
     auto = front[front.method.str.startswith("bdia (γ=auto")]
     assert len(auto) == 2 * len(set(front.guidance)) and (auto["reconstruction error"] <= 1e-6).all()
+    # feature injection: each edit beside the same method without it, at twice its calls, and the sentence follows
+    import pandas as pd
+
+    controlled = table(g, "ch5_controlled")
+    plain = pd.concat([edits, front], ignore_index=True).drop_duplicates(["method", "guidance"]).set_index(["method", "guidance"])
+    closer = 0
+    for _, row in controlled.iterrows():
+        method = row["method"].removesuffix(" + feature injection")
+        before = plain.loc[(method, row["guidance"])]
+        assert row["regenerate calls"] == 2 * before["regenerate calls"]
+        assert row["reconstruction error"] == before["reconstruction error"]  # the same inversion, reconstructed alike
+        closer += row["feature distance"] < before["feature distance"]
+    assert ("brings every edit closer" in md["ch5_control_verdict"]) == (closer == len(controlled))
+    assert {"ddim + feature injection", "ddpm-inversion + feature injection"} <= set(controlled.method)
     import torch
 
     import bdia

@@ -27,8 +27,8 @@ from ...trajectory import expected_rms, rms
 from . import join_names
 from .wording import EDIT_SPECS, FRESH, PUBLISHED_FIRST_STEP, name_methods, plural, short_name
 
-__all__ = ["EDIT_SPECS", "PUBLISHED_FIRST_STEP", "FRESH", "mean_psnr", "guided_digits", "precision_table",
-           "precision_verdict", "input_flips", "flip_verdict", "held_out_pairs", "invert_with_published_first_step",
+__all__ = ["EDIT_SPECS", "PUBLISHED_FIRST_STEP", "FRESH", "control_name", "mean_psnr", "guided_digits",
+           "precision_table", "precision_verdict", "input_flips", "flip_verdict", "held_out_pairs", "invert_with_published_first_step",
            "digit_edits", "null_text_effort", "null_text_verdict", "edit_verdict", "published_bug_verdict",
            "plot_edits"]
 
@@ -201,6 +201,11 @@ def _invert(model, x, schedule, num_steps, strength, text) -> _Edit:
     return _Edit(spec.label, state, counting.calls, int(state.extras.get("backward_passes", 0)))
 
 
+def control_name(control) -> str:
+    """How a table names an edit control: ``FeatureInjection`` -> ``"feature injection"``."""
+    return "".join(" " + c.lower() if c.isupper() else c for c in type(control).__name__).strip()
+
+
 def mean_psnr(a, b, data_range: float) -> float:
     """The mean PSNR (dB) of the images of ``a`` against those of ``b`` (scikit-image's)."""
     from skimage.metrics import peak_signal_noise_ratio
@@ -211,13 +216,17 @@ def mean_psnr(a, b, data_range: float) -> float:
 
 
 def digit_edits(unet, classifier, images, sources, targets, schedule, num_steps: int, strength: float,
-                guidances, specs=EDIT_SPECS + (PUBLISHED_FIRST_STEP,), seed: int = 0):
+                guidances, specs=EDIT_SPECS + (PUBLISHED_FIRST_STEP,), seed: int = 0, control=None):
     """Invert real digits under their label, reconstruct them, and regenerate them under the target label, with each
     method and guidance. Returns ``(table, edited)``: per (method, guidance) the round-trip error, the share of
     edits the classifier reads as the target, the edits' distance to their source in the classifier's features,
     their pixel PSNR against the source, and the network calls (forward and backward) of an inversion and of a
     regeneration; ``edited`` maps (label, guidance) to the edited images. A row of fresh samples of the targets
-    (from noise, no inversion) shows how far an edit moves when nothing is kept."""
+    (from noise, no inversion) shows how far an edit moves when nothing is kept.
+
+    With ``control`` (a :mod:`bdia.diffusers.controls` control) each edit runs beside its source branch in one batch
+    and takes the control's features: its rows are labelled ``"<method> + <control>"``, its regeneration calls count
+    each branch (one call on both branches is two), and no fresh samples are drawn."""
     import pandas as pd
 
     x = images.double()
@@ -240,15 +249,22 @@ def digit_edits(unet, classifier, images, sources, targets, schedule, num_steps:
                 warnings.simplefilter("ignore", ExactnessWarning)
                 run = _invert(source_model, x, schedule, num_steps, strength, text)
             method = run.state.method
-            counting = CountingModel(source_model)
-            rec = sample(counting, run.state, schedule, num_steps, method)
-            out = sample(target_model, run.state, schedule, num_steps, method)
-            edited[run.label, guidance] = out.float()
-            rows.append({"method": run.label, "guidance": guidance, "reconstruction error": relative_error(rec, x),
+            rec = sample(source_model, run.state, schedule, num_steps, method)
+            if control is None:
+                counting = CountingModel(target_model)
+                out, label, branches = sample(counting, run.state, schedule, num_steps, method), run.label, 1
+            else:
+                counting = CountingModel(guided_digits(unet, torch.cat([sources, targets]), guidance))
+                out = sample(counting, run.state, schedule, num_steps, method, control=control)[len(x):]
+                label, branches = f"{run.label} + {control_name(control)}", 2
+            edited[label, guidance] = out.float()
+            rows.append({"method": label, "guidance": guidance, "reconstruction error": relative_error(rec, x),
                          **scores(out), "latent / noise level": run.state.noise_stats.get("ratio", float("nan")),
                          "gamma": run.state.options.get("gamma", float("nan")),
                          "invert calls": run.invert_calls, "backward passes": run.backward,
-                         "regenerate calls": counting.calls})
+                         "regenerate calls": counting.calls * branches})
+        if control is not None:
+            continue
         fresh = sample(target_model, noise, schedule, num_steps, "ddim")
         edited[FRESH, guidance] = fresh.float()
         rows.append({"method": FRESH, "guidance": guidance, "reconstruction error": float("nan"), **scores(fresh),

@@ -13,10 +13,12 @@ import math
 
 import torch
 
+from . import join_names
 from .editing import digit_edits
-from .wording import FRESH
+from .wording import FRESH, short_name
 
-__all__ = ["EXACT", "gamma_frontier", "frontier_verdict", "glance", "plot_frontier", "AUTO_FLOAT64"]
+__all__ = ["EXACT", "gamma_frontier", "frontier_verdict", "best_exact_gamma", "control_verdict", "glance",
+           "plot_frontier", "AUTO_FLOAT64"]
 
 #: the round trip below which a recipe counts as exact in this chapter (the issue's bar)
 EXACT = 1e-6
@@ -68,9 +70,11 @@ def frontier_verdict(frontier, edits) -> str:
             continue
         ddim = baselines.loc[("ddim", guidance)]
         text += f", against DDIM inversion's {ddim['edit success']:.0%} at {ddim['feature distance']:.1f}"
-        if ("null-text", guidance) in baselines.index:
-            null = baselines.loc[("null-text", guidance)]
-            text += f" and null-text inversion's {null['edit success']:.0%} at {null['feature distance']:.1f}"
+        others = [f"{short_name(label)}'s {row['edit success']:.0%} at {row['feature distance']:.1f}"
+                  for label in ("null-text", "ddpm-inversion") if (label, guidance) in baselines.index
+                  for row in [baselines.loc[(label, guidance)]]]
+        if others:
+            text += f" and {join_names(others)}"
         wins = best["edit success"] >= ddim["edit success"] and best["feature distance"] < ddim["feature distance"]
         text += (": it beats DDIM inversion on both axes." if wins else
                  ": it does not beat DDIM inversion on both axes.")
@@ -82,6 +86,60 @@ def frontier_verdict(frontier, edits) -> str:
         sentences.append(f"With gamma='auto' the rule picks γ = {picked[0]:.3g} for the float32 network and "
                          f"{picked[1]:.3g} for a float64 copy of it; their worst round trips are "
                          f"{auto['reconstruction error'].max():.0e}.")
+    return " ".join(sentences)
+
+
+def best_exact_gamma(frontier, guidance: float) -> float:
+    """The gamma of the best exact BDIA edit at ``guidance`` (read as the target most often, then the closest to
+    its source); NaN where none is exact."""
+    best = _best_exact(frontier[frontier["guidance"] == guidance])
+    return math.nan if best is None else float(best["gamma"])
+
+
+def _split_control(label: str) -> tuple[str, str | None]:
+    method, _, control = label.partition(" + ")
+    return method, control or None
+
+
+def control_verdict(controlled, edits, frontier) -> str:
+    """What a control did to each method's edits (``controlled``: :func:`bdia.apps.book.editing.digit_edits` rows with
+    a control, labelled ``"<method> + <control>"``), against the same method without it (from ``edits`` or
+    ``frontier``); and whether the best exact controlled recipe beats DDIM inversion's plain edit on both axes."""
+    import pandas as pd
+
+    plain = pd.concat([edits, frontier], ignore_index=True).drop_duplicates(["method", "guidance"])
+    plain = plain.set_index(["method", "guidance"])
+    sentences = []
+    for guidance, group in controlled.groupby("guidance", sort=True):
+        changes, closer, lower = [], 0, 0
+        control = None
+        for _, row in group.iterrows():
+            method, control = _split_control(row["method"])
+            if (method, guidance) not in plain.index:
+                continue
+            before = plain.loc[(method, guidance)]
+            closer += row["feature distance"] < before["feature distance"]
+            lower += row["edit success"] < before["edit success"]
+            changes.append(f"{short_name(method)} {before['edit success']:.0%} at {before['feature distance']:.1f} "
+                           f"→ {row['edit success']:.0%} at {row['feature distance']:.1f}")
+        if not changes:
+            continue
+        text = (f"At guidance {guidance:g}, {control} (twice the plain edit's network passes, the two branches in "
+                f"one batch) brings "
+                f"{'every' if closer == len(changes) else f'{closer} of {len(changes)}'} edit"
+                f"{'' if closer == len(changes) else 's'} closer to {'its' if closer == len(changes) else 'their'} "
+                f"source, and {'none' if not lower else f'{lower} of {len(changes)}'} "
+                f"{'is' if lower == 1 else 'are'} read as the target less often (read as the target, and distance "
+                f"to the source, without and with it: {join_names(changes)}).")
+        exact = group[group["reconstruction error"] <= EXACT]
+        ddim = plain.loc[("ddim", guidance)] if ("ddim", guidance) in plain.index else None
+        if len(exact) and ddim is not None:
+            best = exact.sort_values(["edit success", "feature distance"], ascending=[False, True]).iloc[0]
+            wins = best["edit success"] >= ddim["edit success"] and best["feature distance"] < ddim["feature distance"]
+            method, _ = _split_control(best["method"])
+            text += (f" The best exact edit with it, {short_name(method)}'s, "
+                     f"{'beats' if wins else 'does not beat'} DDIM inversion's plain edit on both axes.")
+        sentences.append(text)
     return " ".join(sentences)
 
 
@@ -100,13 +158,13 @@ def glance(frontier, edits) -> str:
             f"{side} its source.")
 
 
-def plot_frontier(frontier, edits, profile: str, stamp: str):
+def plot_frontier(frontier, edits, profile: str, stamp: str, controlled=None):
     """Edit success against distance to the source, one panel per guidance: BDIA over gamma (filled where its round
-    trip is exact, hollow where rounding won), ``gamma="auto"``, and the benchmark's other methods as points."""
+    trip is exact, hollow where rounding won), ``gamma="auto"``, the benchmark's other methods as points, and the
+    edits with a control (``controlled``) as diamonds in their method's colour."""
     import matplotlib.pyplot as plt
 
     from ..plotting import PAGE_WIDTH, method_color, stamp_profile
-    from .wording import short_name
 
     guidances = sorted(set(frontier["guidance"]))
     fig, axes = plt.subplots(1, len(guidances), figsize=(PAGE_WIDTH, 3.4), sharey=True, squeeze=False)
@@ -126,10 +184,17 @@ def plot_frontier(frontier, edits, profile: str, stamp: str):
                 ax.plot(row["feature distance"], row["edit success"], marker, color="black", ms=9,
                         label=f"γ=auto ({'float64' if label == AUTO_FLOAT64 else 'float32'} network)")
         others = edits[(edits["guidance"] == guidance) & edits["method"].isin(["ddim", "null-text", "negative-prompt",
-                                                                               "edict", "obelm"])]
+                                                                               "ddpm-inversion", "edict", "obelm"])]
         for _, row in others.iterrows():
             ax.plot(row["feature distance"], row["edit success"], "s", color=method_color(row["method"]),
                     label=short_name(row["method"]))
+        if controlled is not None:
+            for _, row in controlled[controlled["guidance"] == guidance].iterrows():
+                method, control = _split_control(row["method"])
+                colour = method_color(method)
+                ax.plot(row["feature distance"], row["edit success"], "D", color=colour, ms=5,
+                        mfc=colour if row["reconstruction error"] <= EXACT else "white",
+                        label=f"{short_name(method)} + {control}")
         ax.set_title(f"guidance {guidance:g}")
         ax.set_xlabel("distance to the source")
     axes[0][0].set_ylabel("read as the target")

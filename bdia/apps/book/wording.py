@@ -11,14 +11,14 @@ __all__ = ["EDIT_SPECS", "PUBLISHED_FIRST_STEP", "FRESH", "short_name", "is_exac
            "name_methods", "plural", "cap"]
 
 #: the methods of the editing benchmark: DDIM inversion, what editors use instead, and the exact methods
-EDIT_SPECS = ("ddim", "null-text", "negative-prompt", "edict", "obelm", "bdia:gamma=0.9", "bdia:gamma=0.96",
-              "bdia:gamma=1.0", "bdia:gamma=1.0,lattice=true")
+EDIT_SPECS = ("ddim", "null-text", "negative-prompt", "ddpm-inversion", "edict", "obelm", "bdia:gamma=0.9",
+              "bdia:gamma=0.96", "bdia:gamma=1.0", "bdia:gamma=1.0,lattice=true")
 #: the label of the named experiment: BDIA (gamma 0.96) seeded by the published baselines' first inversion step
 PUBLISHED_FIRST_STEP = "bdia (γ=0.96), published first step"
 #: fresh samples of the target (no inversion): how far an edit moves when nothing is kept
 FRESH = "fresh samples"
 _NAMES = {"ddim": "DDIM inversion", "null-text": "null-text inversion", "negative-prompt": "negative-prompt inversion",
-          "edict": "EDICT", "obelm": "O-BELM", FRESH: "fresh samples"}
+          "ddpm-inversion": "edit-friendly DDPM inversion", "edict": "EDICT", "obelm": "O-BELM", FRESH: "fresh samples"}
 
 
 def short_name(label: str) -> str:
