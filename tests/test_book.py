@@ -257,39 +257,45 @@ def test_chapter_5_editing():
     calls = photos[photos.guidance == 3.0].set_index("method")["calls per image"]
     assert (calls["bdia (γ=0.96)"], calls["edict"], calls["ddim"]) == (31, 64, 32)
     assert md["ch5_photo_verdict"].startswith("Every exact method returns the VAE's reconstruction")
-    # the gamma frontier: the sentence names the best exact gamma of the table, and gamma='auto' meets its tolerance
-    front = table(g, "ch5_frontier")
-    for guidance, group in front.groupby("guidance"):
+    # the gamma frontier, per panel (steps, guidance): the sentence names the best exact gamma of the panel and
+    # compares it with that panel's DDIM inversion; gamma='auto' meets its tolerance
+    front, baselines = table(g, "ch5_frontier"), table(g, "ch5_frontier_baselines")
+    panels = sorted(set(zip(front.steps, front.guidance)))
+    assert panels == [(20, 3.0), (20, 7.5), (50, 7.5)]
+    sentences = md["ch5_frontier_verdict"].split("At guidance")[1:]
+    for (steps, guidance), sentence in zip(panels, sentences):
+        group = front[(front.steps == steps) & (front.guidance == guidance)]
         exact = group[group["reconstruction error"] <= 1e-6]
         best = exact.sort_values(["edit success", "feature distance"], ascending=[False, True]).iloc[0]
-        assert f"At guidance {guidance:g} the best exact BDIA edit is at γ = {best['gamma']:.3g}" in \
-            md["ch5_frontier_verdict"]
-        ddim = edits[(edits.method == "ddim") & (edits.guidance == guidance)].iloc[0]
+        assert sentence.startswith(f" {guidance:g} and {steps} steps the best exact BDIA edit is at "
+                                   f"γ = {best['gamma']:.3g}")
+        ddim = baselines[(baselines.method == "ddim") & (baselines.steps == steps)
+                         & (baselines.guidance == guidance)].iloc[0]
         wins = best["edit success"] >= ddim["edit success"] and best["feature distance"] < ddim["feature distance"]
-        assert ("it beats DDIM inversion on both axes" in md["ch5_frontier_verdict"].split("At guidance")[
-            sorted(set(front.guidance)).index(guidance) + 1]) == wins
+        assert ("it beats DDIM inversion on both axes" in sentence) == wins
     auto = front[front.method.str.startswith("bdia (γ=auto")]
-    assert len(auto) == 2 * len(set(front.guidance)) and (auto["reconstruction error"] <= 1e-6).all()
+    assert len(auto) == 2 * len(panels) and (auto["reconstruction error"] <= 1e-6).all()
+    import torch
+
+    import bdia
+    numel = g["ch5_num_digits"] * 8 * 8  # the batch of 8 x 8 digits the network sees
+    for steps in (20, 50):
+        assert set(auto[(auto.method == "bdia (γ=auto)") & (auto.steps == steps)]["gamma"]) == {
+            bdia.auto_gamma(bdia.inverted_steps(0.8, steps), torch.float64, torch.float32, 1e-6, numel)}
     # feature injection: each edit beside the same method without it, at twice its calls, and the sentence follows
     import pandas as pd
 
     controlled = table(g, "ch5_controlled")
-    plain = pd.concat([edits, front], ignore_index=True).drop_duplicates(["method", "guidance"]).set_index(["method", "guidance"])
+    plain = pd.concat([edits, front], ignore_index=True).set_index(["method", "steps", "guidance"])
     closer = 0
     for _, row in controlled.iterrows():
         method = row["method"].removesuffix(" + feature injection")
-        before = plain.loc[(method, row["guidance"])]
+        before = plain.loc[(method, row["steps"], row["guidance"])]
         assert row["regenerate calls"] == 2 * before["regenerate calls"]
         assert row["reconstruction error"] == before["reconstruction error"]  # the same inversion, reconstructed alike
         closer += row["feature distance"] < before["feature distance"]
     assert ("brings every edit closer" in md["ch5_control_verdict"]) == (closer == len(controlled))
     assert {"ddim + feature injection", "ddpm-inversion + feature injection"} <= set(controlled.method)
-    import torch
-
-    import bdia
-    numel = g["ch5_num_digits"] * 8 * 8  # the batch of 8 x 8 digits the network sees
-    assert set(auto[auto.method == "bdia (γ=auto)"]["gamma"]) == {
-        bdia.auto_gamma(bdia.inverted_steps(0.8, 20), torch.float64, torch.float32, 1e-6, numel)}
 
 
 def test_chapter_6_cost():

@@ -237,3 +237,42 @@ def test_the_control_verdict_sets_each_edit_beside_the_same_method_without_its_c
     text = frontier.control_verdict(controlled, edits, front)
     assert "brings 2 of 3 edits closer to their source" in text
     assert "edit-friendly DDPM inversion's, beats DDIM inversion's plain edit" in text
+
+
+def test_frontier_panels_take_their_own_step_counts_baselines():
+    from bdia.apps.book import frontier
+
+    def rows(steps, *items):
+        return pd.DataFrame([{"method": m, "steps": steps, "guidance": 7.5, "reconstruction error": e,
+                              "edit success": p, "feature distance": d, "gamma": 0.5} for m, e, p, d in items])
+
+    front = pd.concat([rows(20, ("bdia (γ=0.5)", 1e-9, 0.8, 18.0)), rows(50, ("bdia (γ=0.5)", 1e-9, 0.8, 18.0))])
+    edits = pd.concat([rows(20, ("ddim", 0.5, 0.9, 19.0)), rows(50, ("ddim", 0.5, 0.7, 19.5))])
+    text = frontier.frontier_verdict(front, edits)
+    # the same BDIA point loses to DDIM inversion at 20 steps and beats it at 50: each panel its own baseline
+    first, second = text.split("At guidance")[1:]
+    assert first.startswith(" 7.5 and 20 steps") and "does not beat DDIM inversion" in first
+    assert second.startswith(" 7.5 and 50 steps") and "DDIM inversion's 70% at 19.5: it beats" in second
+    assert frontier.glance(front, edits).startswith("Editing at guidance 7.5 and 50 steps")
+    assert frontier.best_exact_gamma(front, 7.5, 50) == 0.5 and math.isnan(frontier.best_exact_gamma(front, 7.5, 10))
+
+
+def test_frontier_runs_measure_baselines_only_where_the_benchmark_has_none():
+    from bdia.apps import digits
+    from bdia.apps.book import frontier
+    from bdia.diffusers import load_unet
+
+    unet = load_unet(digits.shipped_model_path())
+    classifier, _ = digits.load_classifier()
+    images, sources, targets = editing.held_out_pairs([(3, 8)], 2)
+    schedule = bdia.VPSchedule.ddpm()
+    edits, _ = editing.digit_edits(unet, classifier, images, sources, targets, schedule, 4, 0.5, [3.0],
+                                   specs=("ddim",))
+    front, baselines = frontier.frontier_runs(unet, classifier, images, sources, targets, schedule, 0.5,
+                                              [[4, 3.0], [6, 3.0]], [1.0], edits)
+    assert sorted(set(zip(front["steps"], front["method"]))) == [
+        (n, m) for n in (4, 6) for m in sorted(["bdia (γ=1)", "bdia (γ=auto)", frontier.AUTO_FLOAT64])]
+    # 4 steps: the benchmark's own DDIM row, reused; 6 steps: every baseline, measured
+    assert baselines[baselines.steps == 4]["method"].tolist() == ["ddim"]
+    assert sorted(baselines[baselines.steps == 6]["method"]) == sorted(frontier.BASELINES)
+    assert (baselines.loc[baselines.steps == 6, "regenerate calls"] > 0).all()

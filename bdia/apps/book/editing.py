@@ -258,7 +258,8 @@ def digit_edits(unet, classifier, images, sources, targets, schedule, num_steps:
                 out = sample(counting, run.state, schedule, num_steps, method, control=control)[len(x):]
                 label, branches = f"{run.label} + {control_name(control)}", 2
             edited[label, guidance] = out.float()
-            rows.append({"method": label, "guidance": guidance, "reconstruction error": relative_error(rec, x),
+            rows.append({"method": label, "steps": num_steps, "guidance": guidance,
+                         "reconstruction error": relative_error(rec, x),
                          **scores(out), "latent / noise level": run.state.noise_stats.get("ratio", float("nan")),
                          "gamma": run.state.options.get("gamma", float("nan")),
                          "invert calls": run.invert_calls, "backward passes": run.backward,
@@ -267,7 +268,8 @@ def digit_edits(unet, classifier, images, sources, targets, schedule, num_steps:
             continue
         fresh = sample(target_model, noise, schedule, num_steps, "ddim")
         edited[FRESH, guidance] = fresh.float()
-        rows.append({"method": FRESH, "guidance": guidance, "reconstruction error": float("nan"), **scores(fresh),
+        rows.append({"method": FRESH, "steps": num_steps, "guidance": guidance, "reconstruction error": float("nan"),
+                     **scores(fresh),
                      "invert calls": 0, "backward passes": 0, "regenerate calls": num_steps})
     return pd.DataFrame(rows), edited
 

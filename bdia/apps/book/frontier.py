@@ -17,8 +17,8 @@ from . import join_names
 from .editing import digit_edits
 from .wording import FRESH, short_name
 
-__all__ = ["EXACT", "gamma_frontier", "frontier_verdict", "best_exact_gamma", "control_verdict", "glance",
-           "plot_frontier", "AUTO_FLOAT64"]
+__all__ = ["EXACT", "BASELINES", "AUTO_FLOAT64", "gamma_frontier", "frontier_runs", "frontier_verdict",
+           "best_exact_gamma", "control_verdict", "glance", "plot_frontier"]
 
 #: the round trip below which a recipe counts as exact in this chapter (the issue's bar)
 EXACT = 1e-6
@@ -45,6 +45,50 @@ def gamma_frontier(unet, classifier, images, sources, targets, schedule, num_ste
     return table
 
 
+#: the methods a frontier panel sets beside BDIA's curve
+BASELINES = ("ddim", "null-text", "negative-prompt", "ddpm-inversion", "edict", "obelm")
+
+
+def frontier_runs(unet, classifier, images, sources, targets, schedule, strength: float, panels, gammas, edits):
+    """The frontier's panels, each ``(steps, guidance)``: :func:`gamma_frontier` per step count, and the baselines
+    (:data:`BASELINES`) of each panel, taken from the benchmark table ``edits`` where it ran that step count and
+    measured here where it did not. Returns ``(frontier, baselines)``."""
+    import pandas as pd
+
+    fronts, baselines = [], [edits[edits["method"].isin(BASELINES)]]
+    for steps in sorted({int(n) for n, _ in panels}):
+        guidances = sorted({float(g) for n, g in panels if int(n) == steps})
+        fronts.append(gamma_frontier(unet, classifier, images, sources, targets, schedule, steps, strength,
+                                     guidances, gammas))
+        have = set(edits.loc[edits["steps"] == steps, "guidance"])
+        missing = [g for g in guidances if g not in have]
+        if missing:
+            table, _ = digit_edits(unet, classifier, images, sources, targets, schedule, steps, strength, missing,
+                                   specs=BASELINES)
+            baselines.append(table[table["method"] != FRESH])
+    return pd.concat(fronts, ignore_index=True), pd.concat(baselines, ignore_index=True)
+
+
+def _panels(table):
+    """``(steps or None, guidance, rows)`` for each panel of a frontier table, in order."""
+    if "steps" not in table:
+        return [(None, guidance, group) for guidance, group in table.groupby("guidance", sort=True)]
+    return [(int(steps), guidance, group) for (steps, guidance), group in table.groupby(["steps", "guidance"],
+                                                                                        sort=True)]
+
+
+def _row(table, method: str, steps, guidance):
+    """The row of ``method`` in ``table`` at that panel, or None."""
+    match = (table["method"] == method) & (table["guidance"] == guidance)
+    if steps is not None and "steps" in table:
+        match &= table["steps"] == steps
+    return table[match].iloc[0] if match.any() else None
+
+
+def _where(steps, guidance) -> str:
+    return f"guidance {guidance:g}" + ("" if steps is None else f" and {steps} steps")
+
+
 def _best_exact(group):
     exact = group[group["reconstruction error"] <= EXACT]
     if exact.empty:
@@ -53,46 +97,51 @@ def _best_exact(group):
 
 
 def frontier_verdict(frontier, edits) -> str:
-    """Per guidance: the exact BDIA recipe whose edits are read as the target most often, against DDIM inversion and
-    null-text inversion (from the benchmark table ``edits``), on both axes; and what ``gamma="auto"`` picked."""
-    baselines = edits.set_index(["method", "guidance"])
+    """Per panel (guidance, and step count where the table has one): the exact BDIA recipe whose edits are read as the
+    target most often, against DDIM inversion, null-text inversion and edit-friendly DDPM inversion (from the
+    baselines ``edits``), on both axes; and what ``gamma="auto"`` picked."""
     sentences = []
-    for guidance, group in frontier.groupby("guidance", sort=True):
+    for steps, guidance, group in _panels(frontier):
         best = _best_exact(group)
         if best is None:
-            sentences.append(f"At guidance {guidance:g} no gamma tried inverts within {EXACT:g}.")
+            sentences.append(f"At {_where(steps, guidance)} no gamma tried inverts within {EXACT:g}.")
             continue
-        text = (f"At guidance {guidance:g} the best exact BDIA edit is at γ = {best['gamma']:.3g} (round trip "
+        text = (f"At {_where(steps, guidance)} the best exact BDIA edit is at γ = {best['gamma']:.3g} (round trip "
                 f"{best['reconstruction error']:.0e}): read as the target {best['edit success']:.0%} of the time at "
                 f"a distance of {best['feature distance']:.1f} from its source")
-        if ("ddim", guidance) not in baselines.index:
+        ddim = _row(edits, "ddim", steps, guidance)
+        if ddim is None:
             sentences.append(text + ".")
             continue
-        ddim = baselines.loc[("ddim", guidance)]
-        text += f", against DDIM inversion's {ddim['edit success']:.0%} at {ddim['feature distance']:.1f}"
         others = [f"{short_name(label)}'s {row['edit success']:.0%} at {row['feature distance']:.1f}"
-                  for label in ("null-text", "ddpm-inversion") if (label, guidance) in baselines.index
-                  for row in [baselines.loc[(label, guidance)]]]
-        if others:
-            text += f" and {join_names(others)}"
+                  for label in ("ddim", "null-text", "ddpm-inversion") for row in [_row(edits, label, steps, guidance)]
+                  if row is not None]
+        text += f", against {join_names(others)}"
         wins = best["edit success"] >= ddim["edit success"] and best["feature distance"] < ddim["feature distance"]
         text += (": it beats DDIM inversion on both axes." if wins else
                  ": it does not beat DDIM inversion on both axes.")
         sentences.append(text)
     auto = frontier[frontier["method"].str.startswith("bdia (γ=auto")]
-    if not auto.empty:
-        chosen = auto.groupby("method")["gamma"].first()
+    for steps, group in auto.groupby("steps", sort=True) if "steps" in auto else [(None, auto)]:
+        if group.empty:
+            continue
+        steps = None if steps is None else int(steps)
+        chosen = group.groupby("method")["gamma"].first()
         picked = chosen.get("bdia (γ=auto)", math.nan), chosen.get(AUTO_FLOAT64, math.nan)
-        sentences.append(f"With gamma='auto' the rule picks γ = {picked[0]:.3g} for the float32 network and "
+        where = "" if steps is None else f" at {steps} steps"
+        sentences.append(f"With gamma='auto'{where} the rule picks γ = {picked[0]:.3g} for the float32 network and "
                          f"{picked[1]:.3g} for a float64 copy of it; their worst round trips are "
-                         f"{auto['reconstruction error'].max():.0e}.")
+                         f"{group['reconstruction error'].max():.0e}.")
     return " ".join(sentences)
 
 
-def best_exact_gamma(frontier, guidance: float) -> float:
-    """The gamma of the best exact BDIA edit at ``guidance`` (read as the target most often, then the closest to
-    its source); NaN where none is exact."""
-    best = _best_exact(frontier[frontier["guidance"] == guidance])
+def best_exact_gamma(frontier, guidance: float, steps: int | None = None) -> float:
+    """The gamma of the best exact BDIA edit at ``guidance`` (and ``steps``, where given): read as the target most
+    often, then the closest to its source; NaN where none is exact."""
+    match = frontier["guidance"] == guidance
+    if steps is not None:
+        match &= frontier["steps"] == steps
+    best = _best_exact(frontier[match])
     return math.nan if best is None else float(best["gamma"])
 
 
@@ -107,32 +156,31 @@ def control_verdict(controlled, edits, frontier) -> str:
     ``frontier``); and whether the best exact controlled recipe beats DDIM inversion's plain edit on both axes."""
     import pandas as pd
 
-    plain = pd.concat([edits, frontier], ignore_index=True).drop_duplicates(["method", "guidance"])
-    plain = plain.set_index(["method", "guidance"])
+    plain = pd.concat([edits, frontier], ignore_index=True)
     sentences = []
-    for guidance, group in controlled.groupby("guidance", sort=True):
+    for steps, guidance, group in _panels(controlled):
         changes, closer, lower = [], 0, 0
         control = None
         for _, row in group.iterrows():
             method, control = _split_control(row["method"])
-            if (method, guidance) not in plain.index:
+            before = _row(plain, method, steps, guidance)
+            if before is None:
                 continue
-            before = plain.loc[(method, guidance)]
             closer += row["feature distance"] < before["feature distance"]
             lower += row["edit success"] < before["edit success"]
             changes.append(f"{short_name(method)} {before['edit success']:.0%} at {before['feature distance']:.1f} "
                            f"→ {row['edit success']:.0%} at {row['feature distance']:.1f}")
         if not changes:
             continue
-        text = (f"At guidance {guidance:g}, {control} (twice the plain edit's network passes, the two branches in "
-                f"one batch) brings "
-                f"{'every' if closer == len(changes) else f'{closer} of {len(changes)}'} edit"
-                f"{'' if closer == len(changes) else 's'} closer to {'its' if closer == len(changes) else 'their'} "
-                f"source, and {'none' if not lower else f'{lower} of {len(changes)}'} "
-                f"{'is' if lower == 1 else 'are'} read as the target less often (read as the target, and distance "
-                f"to the source, without and with it: {join_names(changes)}).")
+        every = closer == len(changes)
+        text = (f"At {_where(steps, guidance)}, {control} (twice the plain edit's network passes, the two branches "
+                f"in one batch) brings {'every' if every else f'{closer} of {len(changes)}'} edit"
+                f"{'' if every else 's'} closer to {'its' if every else 'their'} source, and "
+                f"{'none' if not lower else f'{lower} of {len(changes)}'} {'is' if lower == 1 else 'are'} read as the "
+                f"target less often (read as the target, and distance to the source, without and with it: "
+                f"{join_names(changes)}).")
         exact = group[group["reconstruction error"] <= EXACT]
-        ddim = plain.loc[("ddim", guidance)] if ("ddim", guidance) in plain.index else None
+        ddim = _row(plain, "ddim", steps, guidance)
         if len(exact) and ddim is not None:
             best = exact.sort_values(["edit success", "feature distance"], ascending=[False, True]).iloc[0]
             wins = best["edit success"] >= ddim["edit success"] and best["feature distance"] < ddim["feature distance"]
@@ -144,32 +192,31 @@ def control_verdict(controlled, edits, frontier) -> str:
 
 
 def glance(frontier, edits) -> str:
-    """The edit side of chapter 5's finding, for the introduction's results table: at the largest guidance, the best
-    exact BDIA edit against DDIM inversion's."""
-    guidance = max(frontier["guidance"])
-    best = _best_exact(frontier[frontier["guidance"] == guidance])
-    ddim = edits[(edits["method"] == "ddim") & (edits["guidance"] == guidance)]
-    if best is None or ddim.empty:
-        return f"Editing at guidance {guidance:g}: no exact BDIA edit to compare."
-    ddim = ddim.iloc[0]
+    """The edit side of chapter 5's finding, for the introduction's results table: in the last panel (the most steps
+    at the largest guidance), the best exact BDIA edit against DDIM inversion's."""
+    steps, guidance, group = _panels(frontier)[-1]
+    best, ddim = _best_exact(group), _row(edits, "ddim", steps, guidance)
+    if best is None or ddim is None:
+        return f"Editing at {_where(steps, guidance)}: no exact BDIA edit to compare."
     side = "closer to" if best["feature distance"] < ddim["feature distance"] else "no closer to"
-    return (f"Editing at guidance {guidance:g}, the best exact BDIA (γ = {best['gamma']:.3g}) is read as the target "
-            f"{best['edit success']:.0%} of the time against DDIM inversion's {ddim['edit success']:.0%}, and is "
-            f"{side} its source.")
+    return (f"Editing at {_where(steps, guidance)}, the best exact BDIA (γ = {best['gamma']:.3g}) is read as the "
+            f"target {best['edit success']:.0%} of the time against DDIM inversion's {ddim['edit success']:.0%}, and "
+            f"is {side} its source.")
 
 
 def plot_frontier(frontier, edits, profile: str, stamp: str, controlled=None):
-    """Edit success against distance to the source, one panel per guidance: BDIA over gamma (filled where its round
-    trip is exact, hollow where rounding won), ``gamma="auto"``, the benchmark's other methods as points, and the
-    edits with a control (``controlled``) as diamonds in their method's colour."""
+    """Edit success against distance to the source, one panel per guidance (and step count, where the table has
+    one): BDIA over gamma (filled where its round trip is exact, hollow where rounding won), ``gamma="auto"``, the
+    baselines (``edits``) as squares, and the edits with a control (``controlled``) as diamonds in their method's
+    colour."""
     import matplotlib.pyplot as plt
 
     from ..plotting import PAGE_WIDTH, method_color, stamp_profile
 
-    guidances = sorted(set(frontier["guidance"]))
-    fig, axes = plt.subplots(1, len(guidances), figsize=(PAGE_WIDTH, 3.4), sharey=True, squeeze=False)
-    for ax, guidance in zip(axes[0], guidances):
-        group = frontier[frontier["guidance"] == guidance]
+    panels = _panels(frontier)
+    fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_WIDTH, 3.4), sharey=True, squeeze=False)
+    legend = {}
+    for ax, (steps, guidance, group) in zip(axes[0], panels):
         curve = group[~group["method"].str.startswith("bdia (γ=auto")].sort_values("gamma")
         ax.plot(curve["feature distance"], curve["edit success"], "-", color=method_color("bdia"), lw=1)
         for _, row in curve.iterrows():
@@ -179,27 +226,27 @@ def plot_frontier(frontier, edits, profile: str, stamp: str, controlled=None):
             ax.annotate(f"{row['gamma']:g}", (row["feature distance"], row["edit success"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
         for label, marker in (("bdia (γ=auto)", "*"), (AUTO_FLOAT64, "P")):
-            row = group[group["method"] == label]
-            if not row.empty:
-                ax.plot(row["feature distance"], row["edit success"], marker, color="black", ms=9,
-                        label=f"γ=auto ({'float64' if label == AUTO_FLOAT64 else 'float32'} network)")
-        others = edits[(edits["guidance"] == guidance) & edits["method"].isin(["ddim", "null-text", "negative-prompt",
-                                                                               "ddpm-inversion", "edict", "obelm"])]
-        for _, row in others.iterrows():
-            ax.plot(row["feature distance"], row["edit success"], "s", color=method_color(row["method"]),
-                    label=short_name(row["method"]))
-        if controlled is not None:
-            for _, row in controlled[controlled["guidance"] == guidance].iterrows():
-                method, control = _split_control(row["method"])
-                colour = method_color(method)
-                ax.plot(row["feature distance"], row["edit success"], "D", color=colour, ms=5,
-                        mfc=colour if row["reconstruction error"] <= EXACT else "white",
-                        label=f"{short_name(method)} + {control}")
-        ax.set_title(f"guidance {guidance:g}")
+            row = _row(group, label, steps, guidance)
+            if row is not None:
+                name = f"γ=auto ({'float64' if label == AUTO_FLOAT64 else 'float32'} network)"
+                legend[name], = ax.plot(row["feature distance"], row["edit success"], marker, color="black", ms=9)
+        for label in BASELINES:
+            row = _row(edits, label, steps, guidance)
+            if row is not None:
+                legend[short_name(label)], = ax.plot(row["feature distance"], row["edit success"], "s",
+                                                     color=method_color(label))
+        for _, row in (controlled.iterrows() if controlled is not None else ()):
+            if _row(controlled, row["method"], steps, guidance) is None:
+                continue
+            method, control = _split_control(row["method"])
+            colour = method_color(method)
+            legend[f"{short_name(method)} + {control}"], = ax.plot(
+                row["feature distance"], row["edit success"], "D", color=colour, ms=5,
+                mfc=colour if row["reconstruction error"] <= EXACT else "white")
+        ax.set_title(_where(steps, guidance).replace(" and ", ", "), fontsize=9)
         ax.set_xlabel("distance to the source")
     axes[0][0].set_ylabel("read as the target")
     axes[0][0].yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
-    handles, labels = axes[0][-1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=7, frameon=False)
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncol=4, fontsize=7, frameon=False)
     stamp_profile(fig, profile, stamp)
     return fig
