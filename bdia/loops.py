@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import Tensor
 
 from . import steps
@@ -23,7 +24,7 @@ from .trajectory import Trajectory
 __all__ = ["sample_ddim", "invert_ddim", "sample_edict", "invert_edict", "sample_bdia", "invert_bdia",
            "sample_obelm", "invert_obelm", "sample_heun", "sample_bdia_edm", "invert_bdia_edm", "sample_midpoint",
            "invert_midpoint", "sample_fireflow", "invert_fireflow", "invert_null_text", "invert_negative_prompt",
-           "sample_with_null_embeddings", "sample_ddpm", "invert_ddpm"]
+           "sample_with_null_embeddings", "sample_ddpm", "invert_ddpm", "sample_direct", "invert_direct"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -360,3 +361,34 @@ def invert_ddpm(traj: Trajectory, x0: Tensor, opts):
         traj.done(j - 1, j, states[j])
     traj.extras.update(noise_maps=tuple(reversed(maps)))
     return (states[-1],)
+
+
+def sample_direct(traj: Trajectory, latents, opts):
+    """Direct Inversion's regeneration (Ju et al. 2024): DDIM steps, after each of which the source rows are pinned
+    to the inversion's trajectory (``extras["source_trajectory"]``, in sampling order, ending at the data), which adds
+    the step's drift back to the source branch alone. The source rows are the first ``1 / extras["copies"]`` of the
+    batch where the state was tiled for a controlled edit, every row otherwise; from noise it is DDIM."""
+    (z,) = latents
+    lv = traj.levels
+    pinned = traj.extras.get("source_trajectory")
+    if pinned is not None and len(pinned) != len(lv) - 1:
+        raise InvalidValueError(f"the state holds {len(pinned)} source states for {len(lv) - 1} steps")
+    source_rows = z.shape[0] // traj.extras.get("copies", 1)
+    for j in range(len(lv) - 1):
+        z = steps.ddim_from_prediction(*traj.predict(z, j), lv[j + 1])
+        if pinned is not None:
+            z = torch.cat([pinned[j][:source_rows].to(z.dtype), z[source_rows:]])
+        traj.done(j, j + 1, z)
+    return z
+
+
+def invert_direct(traj: Trajectory, z: Tensor, opts):
+    """Direct Inversion: DDIM inversion (eq. 10) that keeps every state it passes, the data included, for the source
+    branch to be pinned to (``extras["source_trajectory"]``, in sampling order)."""
+    states = [z]
+    for j in range(len(traj.levels) - 1):
+        z = _ddim_inversion_step(traj, z, j)
+        traj.done(j, j + 1, z)
+        states.append(z)
+    traj.extras.update(source_trajectory=tuple(reversed(states[:-1])))
+    return (z,)

@@ -207,6 +207,9 @@ class Method:
     #: how ``gamma="auto"`` becomes a number for an inversion: ``choose_gamma(num_inverted_steps, latents_dtype,
     #: network_dtype, tolerance, num_inputs)`` (None: the method has no gamma to choose)
     choose_gamma: Callable[..., float] | None = None
+    #: whether regenerating its state under another condition edits; False for a method whose regeneration pins
+    #: the source branch (Direct Inversion), which edits only beside that branch, with a control
+    edits_alone: bool = True
 
     @property
     def invertible(self) -> bool:
@@ -378,6 +381,13 @@ REGISTRY: dict[str, Method] = {
         calls=Calls(sample=_per_step(1), invert=_per_step(1), reconstruct=_per_step(1)),
         options={"seed": SEED}, state=("z_K",), exact=True, stored=lambda k: k + 1, schedules=(VPSchedule,),
         schedules_why="DDPM's posterior step is written for a variance-preserving schedule"),
+    "direct-inversion": Method(
+        "direct-inversion", "Direct Inversion (Ju et al. 2024): DDIM inversion keeping its trajectory; the source "
+        "branch is pinned to it after every step, so it regenerates the source exactly, and the edit beside it is "
+        "DDIM's, steered by a control that reads the source branch (alone, every row is the source)",
+        sample=loops.sample_direct, invert=loops.invert_direct,
+        calls=Calls(sample=_per_step(1), invert=_per_step(1), reconstruct=_per_step(1)),
+        state=("z_K",), exact=True, stored=lambda k: k + 1, edits_alone=False),
 }
 
 #: every method's name, in the registry's order

@@ -97,6 +97,19 @@ class InversionState:
         """A copy with every latent moved or cast by ``Tensor.to``."""
         return dataclasses.replace(self, latents=tuple(z.to(*args, **kwargs) for z in self.latents))
 
+    @property
+    def nbytes(self) -> int:
+        """The bytes this state keeps for reconstruction: its latents and the tensors of its extras (null-text's
+        embeddings, edit-friendly DDPM inversion's noise maps, Direct Inversion's trajectory)."""
+        def size(value) -> int:
+            if torch.is_tensor(value):
+                return value.numel() * value.element_size()
+            if isinstance(value, (tuple, list)):
+                return sum(size(v) for v in value)
+            return 0
+
+        return size(self.latents) + sum(size(value) for value in self.extras.values())
+
     def tile(self, copies: int) -> "InversionState":
         """This state ``copies`` times along the batch: its latents and what it keeps per sample (null-text's
         embeddings, DDPM inversion's noise maps), so that one run regenerates the source beside its edits."""
@@ -109,8 +122,9 @@ class InversionState:
                 return type(value)(tiled(v) for v in value)
             return value
 
-        return dataclasses.replace(self, latents=tiled(self.latents), shape=(),
-                                   extras={key: tiled(value) for key, value in self.extras.items()})
+        extras = {key: tiled(value) for key, value in self.extras.items()}
+        extras["copies"] = self.extras.get("copies", 1) * copies  # the first 1/copies of the rows: the source
+        return dataclasses.replace(self, latents=tiled(self.latents), shape=(), extras=extras)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -223,17 +223,20 @@ def test_the_control_verdict_sets_each_edit_beside_the_same_method_without_its_c
     edits = rows(("ddim", 0.5, 0.83, 19.0, math.nan), ("ddpm-inversion", 1e-15, 0.97, 17.4, math.nan))
     front = rows(("bdia (γ=0.4)", 7e-7, 0.86, 17.7, 0.4), ("bdia (γ=0.3)", 3e-3, 0.9, 17.0, 0.3))
     assert frontier.best_exact_gamma(front, 7.5) == 0.4 and math.isnan(frontier.best_exact_gamma(front, 3.0))
-    controlled = rows(("ddim + feature injection", 0.5, 0.75, 15.2, math.nan),
+    controlled = rows(("direct-inversion + feature injection", 0.0, 0.25, 12.0, math.nan),
+                      ("ddim + feature injection", 0.5, 0.75, 15.2, math.nan),
                       ("ddpm-inversion + feature injection", 1e-15, 0.86, 16.8, math.nan),
                       ("bdia (γ=0.4) + feature injection", 7e-7, 0.86, 16.2, 0.4))
     text = frontier.control_verdict(controlled, edits, front)
     assert "feature injection (twice the plain edit's network passes" in text
     assert "brings every edit closer to its source, and 2 of 3 are read as the target less often" in text
     assert "DDIM inversion 83% at 19.0 → 75% at 15.2" in text and "BDIA (γ = 0.4) 86% at 17.7 → 86% at 16.2" in text
+    # a method with no edit of its own is reported, not compared
+    assert "Direct Inversion, which edits only with it, is read as the target 25% of the time at 12.0." in text
     # the best exact controlled edit: ddpm-inversion (86%, 16.8) ties BDIA on success and is farther, so BDIA's
     assert text.endswith("The best exact edit with it, BDIA (γ = 0.4)'s, beats DDIM inversion's plain edit on both "
                          "axes.")
-    controlled.loc[2, "feature distance"] = 19.5  # farther than without, and than DDIM's: no longer a win
+    controlled.loc[3, "feature distance"] = 19.5  # farther than without, and than DDIM's: no longer a win
     text = frontier.control_verdict(controlled, edits, front)
     assert "brings 2 of 3 edits closer to their source" in text
     assert "edit-friendly DDPM inversion's, beats DDIM inversion's plain edit" in text

@@ -46,7 +46,15 @@ def test_the_source_branch_is_the_reconstruction_for_every_method(digits_setup, 
     state = bdia.invert(source, x0, schedule, 10, method, strength=0.8)
     source.reset()
     reconstruction = bdia.sample(source, state, schedule, 10, method)
-    plain_edit = bdia.sample(digit_model(unet, [TARGET] * BATCH), state, schedule, 10, method)
+    target = digit_model(unet, [TARGET] * BATCH)
+    plain_edit = bdia.sample(target, state, schedule, 10, method)
+    if not bdia.REGISTRY[method].edits_alone:
+        # Direct Inversion regenerates every row as the source branch; its edit beside that branch is DDIM's
+        # (the same inverted latent: DDIM inversion's)
+        assert torch.equal(plain_edit, reconstruction) and torch.equal(reconstruction, x0)
+        ddim = bdia.invert(source.model, x0, schedule, 10, "ddim", strength=0.8)
+        assert torch.equal(ddim.latents[0], state.latents[0])
+        plain_edit = bdia.sample(target, ddim, schedule, 10, "ddim")
     model = bdia.CountingModel(branches(unet))
     both = bdia.sample(model, state, schedule, 10, method, control=FeatureInjection())
     assert both.shape == (2 * BATCH, *x0.shape[1:]) and both.dtype == x0.dtype
@@ -176,6 +184,25 @@ def test_the_pipeline_edits_with_a_control_beside_the_source(pipe, cat, control)
     assert relative_error(controlled, reconstruction) < relative_error(plain, reconstruction)
     with pytest.raises(ValueError, match="a control edits an inversion"):
         edit("a photo of a dog", num_inference_steps=5, control=control)
+
+
+def test_direct_inversion_through_the_pipeline_edits_only_beside_its_source(pipe, cat):
+    edit = BDIAEditPipeline.from_pipe(pipe)
+    edit.set_progress_bar_config(disable=True)
+    state = edit.invert(cat, "a photo of a cat", num_inference_steps=10, strength=0.8, guidance_scale=3.0,
+                        method="direct-inversion")
+    assert len(state.extras["source_trajectory"]) == 8  # one stored latent per inverted step, the data included
+    # the source is pinned to the inverted trajectory, whose last state is the encoded image itself
+    torch.testing.assert_close(edit(inversion=state, output_type="latent").images, state.extras["source_trajectory"][-1],
+                               rtol=0, atol=0)
+    with pytest.raises(ValueError, match="regenerates every image as its source: it edits beside the source branch"):
+        edit("a photo of a dog", inversion=state, output_type="latent")
+    controlled = edit("a photo of a dog", inversion=state, output_type="latent", control=PromptToPrompt()).images
+    ddim = edit.invert(cat, "a photo of a cat", num_inference_steps=10, strength=0.8, guidance_scale=3.0,
+                       method="ddim")
+    plain = edit("a photo of a dog", inversion=ddim, output_type="latent").images
+    # the edit beside the pinned source is DDIM's edit under the control: it differs from DDIM's plain edit
+    assert torch.equal(ddim.latents[0], state.latents[0]) and relative_error(controlled, plain) > 1e-3
 
 
 def test_prompt_to_prompt_on_stable_diffusion_xl(cat):

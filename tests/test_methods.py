@@ -62,8 +62,10 @@ def test_the_stated_network_calls_are_the_counted_ones(setup, name, num_steps):
             assert counting.calls == record.network_calls(walked, "reconstruct")
             assert len(steps_seen) == record.reconstruction_steps(walked)
             assert len(state.latents) == len(record.state)
-            # the latents it keeps: its state, and edit-friendly DDPM inversion's noise maps
-            kept = len(state.latents) + len(state.extras.get("noise_maps", ()))
+            # the latents it keeps: its state, edit-friendly DDPM inversion's noise maps, Direct Inversion's
+            # trajectory
+            kept = len(state.latents) + sum(len(state.extras.get(key, ()))
+                                            for key in ("noise_maps", "source_trajectory"))
             assert record.stored_latents(walked) == kept
     else:
         with pytest.raises(ValueError, match="has no inverse"):
@@ -137,3 +139,15 @@ def test_method_specs_share_the_registry_checks():
         bdia.MethodSpec.parse("bdia:gamma=0.5,lattice=true")
     with pytest.raises(TypeError, match="gamma must be a number in \\[0, 1\\] or 'auto', got 'abc'"):
         bdia.MethodSpec.parse("bdia:gamma=abc")
+
+
+def test_a_state_counts_the_bytes_of_what_it_keeps():
+    """``InversionState.nbytes`` against the registry's count of stored latents: one latent's bytes times
+    ``stored_latents(K)`` for every method that keeps latents only."""
+    schedule = bdia.VPSchedule.ddpm()
+    model = make_mixture(2, seed=0).eps_model(schedule)
+    x0 = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for method in ("ddim", "bdia", "edict", "ddpm-inversion", "direct-inversion"):
+        state = bdia.invert(model, x0, schedule, 10, method, strength=0.8)
+        latent = x0.numel() * x0.element_size()
+        assert state.nbytes == bdia.REGISTRY[method].stored_latents(8) * latent, method

@@ -20,11 +20,11 @@ def setup(sd_schedule):
 ANY_SCHEDULE = [m for m in bdia.METHODS if not bdia.REGISTRY[m].schedules and not bdia.REGISTRY[m].needs_guided_model]
 
 SAMPLE_CALLS = {"ddim": lambda n: n, "bdia": lambda n: n, "obelm": lambda n: n, "edict": lambda n: 2 * n,
-                "heun": lambda n: 2 * n - 1, "bdia-edm": lambda n: 2 * n - 1}
+                "heun": lambda n: 2 * n - 1, "bdia-edm": lambda n: 2 * n - 1, "direct-inversion": lambda n: n}
 INVERT_CALLS = {"ddim": lambda n: n, "bdia": lambda n: n, "obelm": lambda n: n, "edict": lambda n: 2 * n,
-                "bdia-edm": lambda n: 2 * n - 2}
+                "bdia-edm": lambda n: 2 * n - 2, "direct-inversion": lambda n: n}
 RECONSTRUCT_CALLS = {"ddim": lambda n: n, "bdia": lambda n: n - 1, "obelm": lambda n: n - 1, "edict": lambda n: 2 * n,
-                     "bdia-edm": lambda n: 2 * n - 3}
+                     "bdia-edm": lambda n: 2 * n - 3, "direct-inversion": lambda n: n}
 
 
 @pytest.mark.parametrize("num_steps", [2, 3, 10])
@@ -134,8 +134,11 @@ def test_fixed_seed_regression_values(sd_schedule):
     samples = {m: bdia.sample(model, noise, sd_schedule, 10, m) for m in ANY_SCHEDULE}
     results = {m: x.sum().item() for m, x in samples.items()}
     expected = {"ddim": 3.2459908648105595, "edict": 6.610158488192763, "bdia": 3.6721862156400835,
-                "obelm": 4.000497991605722, "heun": 3.528299593071728, "bdia-edm": 3.722728641799274}
+                "obelm": 4.000497991605722, "heun": 3.528299593071728, "bdia-edm": 3.722728641799274,
+                "direct-inversion": 3.2459908648105595}
     assert results == pytest.approx(expected, rel=1e-10, abs=1e-10)
+    # from noise there is no trajectory to pin a source branch to: Direct Inversion samples as DDIM, bit for bit
+    assert torch.equal(samples["direct-inversion"], samples["ddim"])
     # the independent check beside the recorded values: every method approximates the exact ODE solution from
     # the same noise, the second-order Heun better than first-order DDIM at this coarse grid
     from bdia.ode import solve_probability_flow

@@ -286,7 +286,7 @@ def run_benchmark(models=("gmm2d",), methods=DEFAULT_METHODS, dtypes=("float32",
                         "sampler_only_seconds_median": statistics.median(free_times[str(spec)]),
                         "peak_gpu_memory_bytes": peak,
                         "backward_passes": int(trip.state.extras.get("backward_passes", 0)),
-                        "state_bytes": sum(z.numel() * z.element_size() for z in trip.state.latents),
+                        "state_bytes": trip.state.nbytes,
                         "round_trip_error": trip.error, "input_moved_by_lattice": trip.input_moved,
                         "repeats": repeats,
                         "timing_note": "" if repeats >= MIN_REPEATS_FOR_RATIO else

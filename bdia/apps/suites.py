@@ -5,8 +5,8 @@
 
 * ``cost``: what exactness costs (chapter 6): every exact method against DDIM on the exact 2-D mixture, the
   digits DDPM and the miniature Stable Diffusion UNet, float32 and float64 latents, 10 to 100 steps;
-* ``edit``: what editors use instead (chapter 5): DDIM, null-text and negative-prompt inversion beside EDICT,
-  O-BELM and BDIA on the guided digits model and the miniature Stable Diffusion UNet, float64 latents with a
+* ``edit``: what editors use instead (chapter 5): DDIM, null-text, negative-prompt, edit-friendly DDPM and Direct
+  Inversion beside EDICT, O-BELM and BDIA (``gamma="auto"`` too) on the guided digits model and the miniature Stable Diffusion UNet, float64 latents with a
   float32 network, 20 and 50 steps;
 * ``gpu``: the prepared GPU check (:mod:`bdia.apps.gpu`), with its own grid.
 """
@@ -24,8 +24,9 @@ BENCH_DTYPES = ("float16", "bfloat16", "float32", "float64")
 #: the methods measured unless others are asked for
 DEFAULT_METHODS = ("ddim", "edict", "bdia:gamma=1.0", "bdia:gamma=0.96", "obelm", "bdia:gamma=1.0,lattice=true")
 #: the editing methods: DDIM inversion, what editors use instead, and the exact methods
-EDIT_METHODS = ("ddim", "null-text", "negative-prompt", "edict", "obelm", "bdia:gamma=0.9", "bdia:gamma=0.96",
-                "bdia:gamma=1.0", "bdia:gamma=1.0,lattice=true")
+EDIT_METHODS = ("ddim", "null-text", "negative-prompt", "ddpm-inversion", "direct-inversion", "edict", "obelm",
+                "bdia:gamma=0.9", "bdia:gamma=0.96", "bdia:gamma=1.0", "bdia:gamma=1.0,lattice=true",
+                "bdia:gamma=auto")
 #: the models and step counts of ``python -m bdia bench`` without options
 DEFAULT_BENCH_MODELS = ("gmm2d", "digits-unet", "tiny-sd")
 DEFAULT_STEPS = (10, 20, 50, 100)

@@ -12,6 +12,7 @@ import torch
 
 from ..errors import InvalidTypeError, InvalidValueError
 from ..exactness import ExactnessWarning
+from ..methods import get_method
 from ..samplers import InversionState
 from .images import encode_image
 
@@ -87,15 +88,20 @@ def check_inversion(state, method, num_inference_steps, latent_dtype, num_images
     return state
 
 
-def warn_on_mismatch(state: InversionState, prompt_fingerprint: str, guidance_scale: float, prompt=None) -> None:
+def warn_on_mismatch(state: InversionState, prompt_fingerprint: str, guidance_scale: float, prompt=None,
+                     control=None) -> None:
     """Warn when a regeneration (the inversion's prompt) uses another guidance than its inversion, and when an edit
     (another prompt) starts from a latent far from noise. An edit may take a guidance of its own: the source's is the
-    inversion's, the target's the edit's (as the EDICT reference code and null-text's recipe allow)."""
+    inversion's, the target's the edit's (as the EDICT reference code and null-text's recipe allow). An edit without
+    a ``control`` by a method that edits only beside its source branch (Direct Inversion) is an error."""
     inverted = state.conditioning
     edit = inverted.get("prompt_fingerprint") not in (None, prompt_fingerprint)
     # the fingerprint also covers the unconditional embedding, which guidance 1 leaves out: a regeneration is the
     # inversion's prompt, whatever the guidance
     same_prompt = prompt is not None and "prompt" in inverted and prompt == inverted["prompt"]
+    if edit and not same_prompt and control is None and not get_method(state.method).edits_alone:
+        raise InvalidValueError(f"{state.method!r} regenerates every image as its source: it edits beside the source "
+                                "branch, with a control (control=FeatureInjection() or PromptToPrompt())")
     if (not edit or same_prompt) and "guidance_scale" in inverted and float(guidance_scale) != inverted["guidance_scale"]:
         warnings.warn(f"the inversion was made at guidance {inverted['guidance_scale']:g}, this regeneration uses "
                       f"{float(guidance_scale):g}: the round trip will not be exact (pass the same guidance_scale)",

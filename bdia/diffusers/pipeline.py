@@ -150,7 +150,7 @@ class _ExactEditing:
         if inversion is not None:
             target = [emb if emb is None or emb.shape[0] != branches * batch else emb[-batch:]
                       for emb in model.embeddings]
-            warn_on_mismatch(inversion, fingerprint(*target), guidance_scale, prompt)
+            warn_on_mismatch(inversion, fingerprint(*target), guidance_scale, prompt, control)
         bar, callback = step_callback(self, total, callback_on_step_end, callback_on_step_end_tensor_inputs)
         with bar:
             result = sample(model, init, schedule, num_inference_steps, method, callback=callback, control=control,

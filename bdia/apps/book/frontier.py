@@ -15,7 +15,7 @@ import torch
 
 from . import join_names
 from .editing import digit_edits
-from .wording import FRESH, short_name
+from .wording import FRESH, cap, short_name
 
 __all__ = ["EXACT", "BASELINES", "AUTO_FLOAT64", "gamma_frontier", "frontier_runs", "frontier_verdict",
            "best_exact_gamma", "control_verdict", "glance", "plot_frontier"]
@@ -159,12 +159,14 @@ def control_verdict(controlled, edits, frontier) -> str:
     plain = pd.concat([edits, frontier], ignore_index=True)
     sentences = []
     for steps, guidance, group in _panels(controlled):
-        changes, closer, lower = [], 0, 0
+        changes, closer, lower, only = [], 0, 0, []
         control = None
         for _, row in group.iterrows():
             method, control = _split_control(row["method"])
             before = _row(plain, method, steps, guidance)
-            if before is None:
+            if before is None:  # a method with no edit of its own (Direct Inversion)
+                only.append(f"{short_name(method)}, which edits only with it, is read as the target "
+                            f"{row['edit success']:.0%} of the time at {row['feature distance']:.1f}")
                 continue
             closer += row["feature distance"] < before["feature distance"]
             lower += row["edit success"] < before["edit success"]
@@ -179,6 +181,8 @@ def control_verdict(controlled, edits, frontier) -> str:
                 f"{'none' if not lower else f'{lower} of {len(changes)}'} {'is' if lower == 1 else 'are'} read as the "
                 f"target less often (read as the target, and distance to the source, without and with it: "
                 f"{join_names(changes)}).")
+        if only:
+            text += f" {cap(join_names(only))}."
         exact = group[group["reconstruction error"] <= EXACT]
         ddim = _row(plain, "ddim", steps, guidance)
         if len(exact) and ddim is not None:

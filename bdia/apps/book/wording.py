@@ -18,7 +18,8 @@ PUBLISHED_FIRST_STEP = "bdia (γ=0.96), published first step"
 #: fresh samples of the target (no inversion): how far an edit moves when nothing is kept
 FRESH = "fresh samples"
 _NAMES = {"ddim": "DDIM inversion", "null-text": "null-text inversion", "negative-prompt": "negative-prompt inversion",
-          "ddpm-inversion": "edit-friendly DDPM inversion", "edict": "EDICT", "obelm": "O-BELM", FRESH: "fresh samples"}
+          "ddpm-inversion": "edit-friendly DDPM inversion", "direct-inversion": "Direct Inversion", "edict": "EDICT",
+          "obelm": "O-BELM", FRESH: "fresh samples"}
 
 
 def short_name(label: str) -> str:
