@@ -279,3 +279,32 @@ def test_frontier_runs_measure_baselines_only_where_the_benchmark_has_none():
     assert baselines[baselines.steps == 4]["method"].tolist() == ["ddim"]
     assert sorted(baselines[baselines.steps == 6]["method"]) == sorted(frontier.BASELINES)
     assert (baselines.loc[baselines.steps == 6, "regenerate calls"] > 0).all()
+
+
+def test_the_front_keeps_what_nothing_beats_on_both_axes_and_costs_come_from_counts_and_the_benchmark():
+    from bdia.apps.book import frontier
+
+    def rows(*items):
+        return pd.DataFrame([{"method": m, "steps": 50, "guidance": 7.5, "reconstruction error": e,
+                              "edit success": p, "feature distance": d, "gamma": g, "invert calls": ic,
+                              "regenerate calls": rc, "backward passes": b}
+                             for m, e, p, d, g, ic, rc, b in items])
+
+    front = rows(("bdia (γ=0.6)", 9e-7, 0.83, 17.4, 0.6, 40, 39, 0), ("bdia (γ=0.4)", 0.2, 0.72, 15.0, 0.4, 40, 39, 0),
+                 ("bdia (γ=1)", 4e-15, 0.39, 19.7, 1.0, 40, 39, 0))
+    edits = rows(("ddim", 0.5, 0.67, 19.5, math.nan, 40, 40, 0), ("null-text", 0.1, 0.94, 21.3, math.nan, 520, 40, 400),
+                 ("ddpm-inversion", 4e-15, 0.92, 17.4, math.nan, 40, 40, 0))
+    # DDIM (67% at 19.5) and BDIA at 1 are beaten by BDIA at 0.6; 0.4 is the closest, null-text the most read
+    assert sorted(frontier.pareto_labels(pd.concat([front, edits]))) == ["bdia (γ=0.4)", "ddpm-inversion",
+                                                                        "null-text"]
+    text = frontier.front_verdict(front, edits)
+    assert text == ("at guidance 7.5 and 50 steps, null-text inversion (round trip 1e-01), edit-friendly DDPM "
+                    "inversion (exact) and BDIA (γ = 0.4) (round trip 2e-01).")
+    committed = [{"model": "digits-cfg", "steps": 50, "label": label, "time_ratio_to_ddim": ratio}
+                 for label, ratio in [("ddim", 1.0), ("null-text", 9.9), ("ddpm-inversion", 1.07), ("bdia (γ=1)", 0.98),
+                                      ("bdia (γ=0.9)", 1.02), ("bdia (γ=1, lattice=True)", 0.5)]]
+    costs = frontier.recipe_costs(front, edits, committed)
+    assert costs.startswith("At guidance 7.5 and 50 steps an inversion and an edit cost BDIA (γ = 0.6) 79 network "
+                            "calls and 2 stored latents, 1.00 times DDIM inversion's time")
+    assert "null-text inversion 560 network calls (400 backward passes besides) and 1 stored latent, 9.90 times" in costs
+    assert "edit-friendly DDPM inversion 80 network calls and 41 stored latents, 1.07 times" in costs

@@ -18,7 +18,8 @@ from .editing import digit_edits
 from .wording import FRESH, cap, short_name
 
 __all__ = ["EXACT", "BASELINES", "AUTO_FLOAT64", "gamma_frontier", "frontier_runs", "frontier_verdict",
-           "best_exact_gamma", "control_verdict", "glance", "plot_frontier"]
+           "best_exact_gamma", "pareto_labels", "front_verdict", "recipe_costs", "control_verdict", "glance",
+           "plot_frontier"]
 
 #: the round trip below which a recipe counts as exact in this chapter (the issue's bar)
 EXACT = 1e-6
@@ -133,6 +134,74 @@ def frontier_verdict(frontier, edits) -> str:
                          f"{picked[1]:.3g} for a float64 copy of it; their worst round trips are "
                          f"{group['reconstruction error'].max():.0e}.")
     return " ".join(sentences)
+
+
+def pareto_labels(points) -> list[str]:
+    """The labels of ``points`` (rows with ``edit success`` and ``feature distance``) that no other point beats on
+    both axes: none is read as the target at least as often and is at least as close, and better in one."""
+    keep = []
+    for label, row in points.set_index("method").iterrows():
+        beaten = ((points["edit success"] >= row["edit success"]) & (points["feature distance"] <= row["feature distance"])
+                  & ((points["edit success"] > row["edit success"])
+                     | (points["feature distance"] < row["feature distance"])))
+        if not beaten.any():
+            keep.append(label)
+    return keep
+
+
+def _trip(error: float) -> str:
+    return "exact" if error <= EXACT else f"round trip {error:.0e}"
+
+
+def front_verdict(frontier, edits) -> str:
+    """Per panel: which recipes are on the front (every BDIA point and baseline that no other beats on both axes),
+    each with its round trip; a clause that starts lower case ("at guidance 3 and 20 steps, ..."), for a page to
+    introduce."""
+    import pandas as pd
+
+    parts = []
+    for steps, guidance, group in _panels(frontier):
+        base = edits[(edits["guidance"] == guidance) & edits["method"].isin(BASELINES)]
+        if steps is not None and "steps" in base:
+            base = base[base["steps"] == steps]
+        points = pd.concat([group, base], ignore_index=True)
+        on = points.set_index("method").loc[pareto_labels(points)].sort_values("edit success", ascending=False)
+        parts.append(f"at {_where(steps, guidance)}, " + join_names(
+            f"{short_name(label)} ({_trip(row['reconstruction error'])})" for label, row in on.iterrows()))
+    return "; ".join(parts) + "." if parts else ""
+
+
+def recipe_costs(frontier, edits, committed_rows=None) -> str:
+    """For the last panel (the most steps at the largest guidance): what its best exact BDIA edit, null-text inversion
+    and edit-friendly DDPM inversion cost: network calls of an inversion and an edit, backward passes, the latents
+    an inversion keeps (a registry fact), and the time of a round trip relative to DDIM inversion's in the committed
+    ``edit`` benchmark (the guided digits model at that step count)."""
+    from ...methods import REGISTRY
+
+    steps, guidance, group = _panels(frontier)[-1]
+    best, ddim = _best_exact(group), _row(edits, "ddim", steps, guidance)
+    if best is None or ddim is None:
+        return ""
+    inverted = int(ddim["invert calls"])  # DDIM inversion calls the network once per inverted step
+    timed = {r["label"]: r["time_ratio_to_ddim"] for r in committed_rows or ()
+             if r["model"] == "digits-cfg" and (steps is None or r["steps"] == steps)}
+    bdia_times = [ratio for label, ratio in timed.items() if label.startswith("bdia (") and "lattice" not in label]
+
+    def cost(label, row, ratio):
+        method = "bdia" if label.startswith("bdia") else label
+        text = (f"{short_name(label)} {int(row['invert calls'] + row['regenerate calls'])} network calls"
+                + (f" ({int(row['backward passes'])} backward passes besides)" if row["backward passes"] else ""))
+        stored = REGISTRY[method].stored_latents(inverted)
+        text += f" and {stored} stored latent{'' if stored == 1 else 's'}"
+        return text + (f", {ratio:.2f} times DDIM inversion's time" if ratio == ratio else "")
+
+    parts = [cost(best["method"], best, (sum(bdia_times) / len(bdia_times)) if bdia_times else math.nan)]
+    for label in ("null-text", "ddpm-inversion"):
+        row = _row(edits, label, steps, guidance)
+        if row is not None:
+            parts.append(cost(label, row, timed.get(label, math.nan)))
+    return (f"At {_where(steps, guidance)} an inversion and an edit cost " + join_names(parts)
+            + " (times: a round trip in the committed benchmark; BDIA's, the mean over the γ it times).")
 
 
 def best_exact_gamma(frontier, guidance: float, steps: int | None = None) -> float:
