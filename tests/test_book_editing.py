@@ -249,14 +249,37 @@ def test_frontier_panels_take_their_own_step_counts_baselines():
         return pd.DataFrame([{"method": m, "steps": steps, "guidance": 7.5, "reconstruction error": e,
                               "edit success": p, "feature distance": d, "gamma": 0.5} for m, e, p, d in items])
 
-    front = pd.concat([rows(20, ("bdia (γ=0.5)", 1e-9, 0.8, 18.0)), rows(50, ("bdia (γ=0.5)", 1e-9, 0.8, 18.0))])
-    edits = pd.concat([rows(20, ("ddim", 0.5, 0.9, 19.0)), rows(50, ("ddim", 0.5, 0.7, 19.5))])
+    front = pd.concat([rows(20, ("bdia (γ=0.5)", 1e-9, 0.8, 18.0)), rows(50, ("bdia (γ=0.5)", 1e-9, 0.8, 18.0)),
+                       rows(50, ("edict (p=0.6)", 1e-7, 0.97, 17.8), ("edict (p=0.5)", 5e-6, 0.99, 16.0))])
+    front["p"] = front["method"].str.extract(r"p=([0-9.]+)")[0].astype(float)
+    edits = pd.concat([rows(20, ("ddim", 0.5, 0.9, 19.0)), rows(50, ("ddim", 0.5, 0.7, 19.5)),
+                       rows(50, ("null-text", 0.1, 0.94, 21.3))])
     text = frontier.frontier_verdict(front, edits)
+    # EDICT's curve is not BDIA's: its better edits never become "the best exact BDIA edit"; its own best exact
+    # point (p = 0.5 misses the bar) is set against null-text inversion
+    assert "best exact BDIA edit is at γ = 0.5" in text.split("50 steps")[1]
+    assert ("EDICT's best exact edit is at p = 0.6: 97% at 17.8, as often read as the target as null-text "
+            "inversion's edits or more, and closer to the source.") in text
     # the same BDIA point loses to DDIM inversion at 20 steps and beats it at 50: each panel its own baseline
     first, second = text.split("At guidance")[1:]
     assert first.startswith(" 7.5 and 20 steps") and "does not beat DDIM inversion" in first
-    assert second.startswith(" 7.5 and 50 steps") and "DDIM inversion's 70% at 19.5: it beats" in second
+    assert second.startswith(" 7.5 and 50 steps") and "DDIM inversion's 70% at 19.5 and null-text" in second
+    assert "it beats DDIM inversion on both axes" in second
     assert frontier.glance(front, edits).startswith("Editing at guidance 7.5 and 50 steps")
+    import warnings
+
+    import matplotlib as mpl
+    import matplotlib.pyplot as plt
+
+    from bdia.apps.plotting import use_book_style
+
+    with mpl.rc_context(), warnings.catch_warnings():  # both curves and their panels, without a notice
+        warnings.simplefilter("error")
+        use_book_style()
+        fig = frontier.plot_frontier(front, edits, "ci", "synthetic")
+        fig.canvas.draw()
+        assert len(fig.axes) == 2 and {"BDIA over γ", "EDICT over p"} <= {t.get_text() for t in fig.legends[0].texts}
+        plt.close(fig)
     assert frontier.best_exact_gamma(front, 7.5, 50) == 0.5 and math.isnan(frontier.best_exact_gamma(front, 7.5, 10))
 
 
@@ -308,3 +331,20 @@ def test_the_front_keeps_what_nothing_beats_on_both_axes_and_costs_come_from_cou
                             "calls and 2 stored latents, 1.00 times DDIM inversion's time")
     assert "null-text inversion 560 network calls (400 backward passes besides) and 1 stored latent, 9.90 times" in costs
     assert "edit-friendly DDPM inversion 80 network calls and 41 stored latents, 1.07 times" in costs
+
+
+def test_an_edict_weight_whose_inversion_overflows_is_a_point_without_an_edit():
+    from bdia.apps import digits
+    from bdia.apps.book import frontier
+    from bdia.diffusers import load_unet
+
+    unet = load_unet(digits.shipped_model_path())
+    classifier, _ = digits.load_classifier()
+    images, sources, targets = editing.held_out_pairs([(3, 8)], 2)
+    # EDICT's inverse divides by p at every step: p = 1e-80 overflows float64 within four steps
+    front = frontier.gamma_frontier(unet, classifier, images, sources, targets, bdia.VPSchedule.ddpm(), 5, 0.8, [3.0],
+                                    [1.0], ps=[0.6, 1e-80])
+    overflow = front[front.method == "edict (p=1e-80)"].iloc[0]
+    assert overflow["reconstruction error"] == math.inf and math.isnan(overflow["edit success"])
+    assert "edict (p=1e-80)" not in frontier.pareto_labels(front)
+    assert front[front.method == "edict (p=0.6)"]["reconstruction error"].iloc[0] < 1e-6

@@ -262,6 +262,7 @@ def digit_edits(unet, classifier, images, sources, targets, schedule, num_steps:
                          "reconstruction error": relative_error(rec, x),
                          **scores(out), "latent / noise level": run.state.noise_stats.get("ratio", float("nan")),
                          "gamma": run.state.options.get("gamma", float("nan")),
+                         "p": run.state.options.get("p", float("nan")),
                          "invert calls": run.invert_calls, "backward passes": run.backward,
                          "regenerate calls": counting.calls * branches})
         if control is not None:

@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from ...errors import NonFiniteError
+from ...methods import MethodSpec
 from . import join_names
 from .editing import digit_edits
 from .wording import FRESH, cap, short_name
@@ -28,10 +30,11 @@ AUTO_FLOAT64 = "bdia (γ=auto), float64 network"
 
 
 def gamma_frontier(unet, classifier, images, sources, targets, schedule, num_steps: int, strength: float,
-                   guidances, gammas):
+                   guidances, gammas, ps=()):
     """BDIA's digit edits at each of ``gammas`` and with ``gamma="auto"`` (float64 latents; the float32 network, and
-    for ``auto`` also a float64 copy of it), as :func:`bdia.apps.book.editing.digit_edits` measures them; the
-    ``gamma`` column holds the gamma each run used."""
+    for ``auto`` also a float64 copy of it), and EDICT's at each of its mixing weights ``ps``, as
+    :func:`bdia.apps.book.editing.digit_edits` measures them; the ``gamma`` and ``p`` columns hold the values each
+    run used."""
     import pandas as pd
 
     from ...diffusers import network_copy
@@ -39,6 +42,16 @@ def gamma_frontier(unet, classifier, images, sources, targets, schedule, num_ste
     specs = tuple(f"bdia:gamma={g:g}" for g in gammas) + ("bdia:gamma=auto",)
     table, _ = digit_edits(unet, classifier, images, sources, targets, schedule, num_steps, strength, guidances,
                            specs=specs)
+    tables = [table]
+    for p in ps:  # EDICT's inverse divides by p at every step: a small p can overflow, which is a result too
+        try:
+            tables.append(digit_edits(unet, classifier, images, sources, targets, schedule, num_steps, strength,
+                                      guidances, specs=(f"edict:p={p:g}",))[0])
+        except NonFiniteError:
+            tables.append(pd.DataFrame([{"method": MethodSpec.parse(f"edict:p={p:g}").label, "steps": num_steps,
+                                         "guidance": g, "reconstruction error": math.inf, "p": p}
+                                        for g in guidances]))
+    table = pd.concat(tables, ignore_index=True)
     wide, _ = digit_edits(network_copy(unet, torch.float64), classifier, images, sources, targets, schedule,
                           num_steps, strength, guidances, specs=("bdia:gamma=auto",))
     wide = wide[wide["method"] != FRESH].assign(method=AUTO_FLOAT64)
@@ -50,8 +63,10 @@ def gamma_frontier(unet, classifier, images, sources, targets, schedule, num_ste
 BASELINES = ("ddim", "null-text", "negative-prompt", "ddpm-inversion", "edict", "obelm")
 
 
-def frontier_runs(unet, classifier, images, sources, targets, schedule, strength: float, panels, gammas, edits):
-    """The frontier's panels, each ``(steps, guidance)``: :func:`gamma_frontier` per step count, and the baselines
+def frontier_runs(unet, classifier, images, sources, targets, schedule, strength: float, panels, gammas, edits,
+                  ps=()):
+    """The frontier's panels, each ``(steps, guidance)``: :func:`gamma_frontier` per step count (EDICT at each of
+    ``ps`` too), and the baselines
     (:data:`BASELINES`) of each panel, taken from the benchmark table ``edits`` where it ran that step count and
     measured here where it did not. Returns ``(frontier, baselines)``."""
     import pandas as pd
@@ -60,7 +75,7 @@ def frontier_runs(unet, classifier, images, sources, targets, schedule, strength
     for steps in sorted({int(n) for n, _ in panels}):
         guidances = sorted({float(g) for n, g in panels if int(n) == steps})
         fronts.append(gamma_frontier(unet, classifier, images, sources, targets, schedule, steps, strength,
-                                     guidances, gammas))
+                                     guidances, gammas, ps))
         have = set(edits.loc[edits["steps"] == steps, "guidance"])
         missing = [g for g in guidances if g not in have]
         if missing:
@@ -90,6 +105,15 @@ def _where(steps, guidance) -> str:
     return f"guidance {guidance:g}" + ("" if steps is None else f" and {steps} steps")
 
 
+def _bdia(group):
+    """BDIA's rows of a frontier table (its other curve is EDICT's over p)."""
+    return group[group["method"].str.startswith("bdia")]
+
+
+def _edict(group):
+    return group[group["method"].str.startswith("edict")]
+
+
 def _best_exact(group):
     exact = group[group["reconstruction error"] <= EXACT]
     if exact.empty:
@@ -103,7 +127,7 @@ def frontier_verdict(frontier, edits) -> str:
     baselines ``edits``), on both axes; and what ``gamma="auto"`` picked."""
     sentences = []
     for steps, guidance, group in _panels(frontier):
-        best = _best_exact(group)
+        best = _best_exact(_bdia(group))
         if best is None:
             sentences.append(f"At {_where(steps, guidance)} no gamma tried inverts within {EXACT:g}.")
             continue
@@ -121,6 +145,17 @@ def frontier_verdict(frontier, edits) -> str:
         wins = best["edit success"] >= ddim["edit success"] and best["feature distance"] < ddim["feature distance"]
         text += (": it beats DDIM inversion on both axes." if wins else
                  ": it does not beat DDIM inversion on both axes.")
+        edict, null = _best_exact(_edict(group)), _row(edits, "null-text", steps, guidance)
+        if edict is not None:
+            text += (f" EDICT's best exact edit is at p = {edict['p']:.3g}: {edict['edit success']:.0%} at "
+                     f"{edict['feature distance']:.1f}")
+            if null is not None:
+                matches = (edict["edit success"] >= null["edit success"]
+                           and edict["feature distance"] < null["feature distance"])
+                text += (", as often read as the target as null-text inversion's edits or more, and closer to the "
+                         "source." if matches else ", short of null-text inversion on one axis at least.")
+            else:
+                text += "."
         sentences.append(text)
     auto = frontier[frontier["method"].str.startswith("bdia (γ=auto")]
     for steps, group in auto.groupby("steps", sort=True) if "steps" in auto else [(None, auto)]:
@@ -140,6 +175,7 @@ def pareto_labels(points) -> list[str]:
     """The labels of ``points`` (rows with ``edit success`` and ``feature distance``) that no other point beats on
     both axes: none is read as the target at least as often and is at least as close, and better in one."""
     keep = []
+    points = points.dropna(subset=["edit success", "feature distance"])  # a run that overflowed has no edit
     for label, row in points.set_index("method").iterrows():
         beaten = ((points["edit success"] >= row["edit success"]) & (points["feature distance"] <= row["feature distance"])
                   & ((points["edit success"] > row["edit success"])
@@ -179,7 +215,7 @@ def recipe_costs(frontier, edits, committed_rows=None) -> str:
     from ...methods import REGISTRY
 
     steps, guidance, group = _panels(frontier)[-1]
-    best, ddim = _best_exact(group), _row(edits, "ddim", steps, guidance)
+    best, ddim = _best_exact(_bdia(group)), _row(edits, "ddim", steps, guidance)
     if best is None or ddim is None:
         return ""
     inverted = int(ddim["invert calls"])  # DDIM inversion calls the network once per inverted step
@@ -188,7 +224,7 @@ def recipe_costs(frontier, edits, committed_rows=None) -> str:
     bdia_times = [ratio for label, ratio in timed.items() if label.startswith("bdia (") and "lattice" not in label]
 
     def cost(label, row, ratio):
-        method = "bdia" if label.startswith("bdia") else label
+        method = label.split(" ")[0]
         text = (f"{short_name(label)} {int(row['invert calls'] + row['regenerate calls'])} network calls"
                 + (f" ({int(row['backward passes'])} backward passes besides)" if row["backward passes"] else ""))
         stored = REGISTRY[method].stored_latents(inverted)
@@ -196,6 +232,9 @@ def recipe_costs(frontier, edits, committed_rows=None) -> str:
         return text + (f", {ratio:.2f} times DDIM inversion's time" if ratio == ratio else "")
 
     parts = [cost(best["method"], best, (sum(bdia_times) / len(bdia_times)) if bdia_times else math.nan)]
+    edict = _best_exact(_edict(group))
+    if edict is not None:
+        parts.append(cost(edict["method"], edict, timed.get("edict", math.nan)))
     for label in ("null-text", "ddpm-inversion"):
         row = _row(edits, label, steps, guidance)
         if row is not None:
@@ -210,7 +249,7 @@ def best_exact_gamma(frontier, guidance: float, steps: int | None = None) -> flo
     match = frontier["guidance"] == guidance
     if steps is not None:
         match &= frontier["steps"] == steps
-    best = _best_exact(frontier[match])
+    best = _best_exact(_bdia(frontier[match]))
     return math.nan if best is None else float(best["gamma"])
 
 
@@ -268,7 +307,7 @@ def glance(frontier, edits) -> str:
     """The edit side of chapter 5's finding, for the introduction's results table: in the last panel (the most steps
     at the largest guidance), the best exact BDIA edit against DDIM inversion's."""
     steps, guidance, group = _panels(frontier)[-1]
-    best, ddim = _best_exact(group), _row(edits, "ddim", steps, guidance)
+    best, ddim = _best_exact(_bdia(group)), _row(edits, "ddim", steps, guidance)
     if best is None or ddim is None:
         return f"Editing at {_where(steps, guidance)}: no exact BDIA edit to compare."
     side = "closer to" if best["feature distance"] < ddim["feature distance"] else "no closer to"
@@ -279,8 +318,8 @@ def glance(frontier, edits) -> str:
 
 def plot_frontier(frontier, edits, profile: str, stamp: str, controlled=None):
     """Edit success against distance to the source, one panel per guidance (and step count, where the table has
-    one): BDIA over gamma (filled where its round trip is exact, hollow where rounding won), ``gamma="auto"``, the
-    baselines (``edits``) as squares, and the edits with a control (``controlled``) as diamonds in their method's
+    one): BDIA over gamma and EDICT over p (filled where the round trip is exact, hollow where rounding won),
+    ``gamma="auto"``, the baselines (``edits``) as squares, and the edits with a control (``controlled``) as diamonds in their method's
     colour."""
     import matplotlib.pyplot as plt
 
@@ -290,14 +329,22 @@ def plot_frontier(frontier, edits, profile: str, stamp: str, controlled=None):
     fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_WIDTH, 3.4), sharey=True, squeeze=False)
     legend = {}
     for ax, (steps, guidance, group) in zip(axes[0], panels):
-        curve = group[~group["method"].str.startswith("bdia (γ=auto")].sort_values("gamma")
-        ax.plot(curve["feature distance"], curve["edit success"], "-", color=method_color("bdia"), lw=1)
-        for _, row in curve.iterrows():
-            exact = row["reconstruction error"] <= EXACT
-            ax.plot(row["feature distance"], row["edit success"], "o", color=method_color("bdia"),
-                    mfc=method_color("bdia") if exact else "white")
-            ax.annotate(f"{row['gamma']:g}", (row["feature distance"], row["edit success"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+        bdia = _bdia(group)
+        for curve, key, name, marker in ((bdia[~bdia["method"].str.startswith("bdia (γ=auto")], "gamma", "bdia", "o"),
+                                         (_edict(group), "p", "edict", "^")):
+            if curve.empty:
+                continue
+            curve = curve.sort_values(key)
+            colour = method_color(name)
+            ax.plot(curve["feature distance"], curve["edit success"], "-", color=colour, lw=1)
+            for _, row in curve.iterrows():
+                exact = row["reconstruction error"] <= EXACT
+                ax.plot(row["feature distance"], row["edit success"], marker, color=colour,
+                        mfc=colour if exact else "white")
+                ax.annotate(f"{row[key]:g}", (row["feature distance"], row["edit success"]), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points", color=colour)
+            legend["BDIA over γ" if key == "gamma" else "EDICT over p"], = ax.plot([], [], marker + "-",
+                                                                                 color=colour, lw=1)
         for label, marker in (("bdia (γ=auto)", "*"), (AUTO_FLOAT64, "P")):
             row = _row(group, label, steps, guidance)
             if row is not None:

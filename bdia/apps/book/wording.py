@@ -30,7 +30,7 @@ def short_name(label: str) -> str:
         return "BDIA (γ = 0.96) seeded as the published baselines do"
     if "lattice" in label:
         return "BDIA on the lattice"
-    return label.replace("bdia (γ=", "BDIA (γ = ")
+    return label.replace("bdia (γ=", "BDIA (γ = ").replace("edict (p=", "EDICT (p = ")
 
 
 def is_exact(label: str) -> bool:
