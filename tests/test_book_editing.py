@@ -321,8 +321,11 @@ def test_the_front_keeps_what_nothing_beats_on_both_axes_and_costs_come_from_cou
     assert sorted(frontier.pareto_labels(pd.concat([front, edits]))) == ["bdia (γ=0.4)", "ddpm-inversion",
                                                                         "null-text"]
     text = frontier.front_verdict(front, edits)
-    assert text == ("at guidance 7.5 and 50 steps, null-text inversion (round trip 1e-01), edit-friendly DDPM "
-                    "inversion (exact) and BDIA (γ = 0.4) (round trip 2e-01).")
+    assert text == ("at guidance 7.5 and 50 steps, BDIA at γ = 0.4 (round trip 2e-01), null-text inversion (round "
+                    "trip 1e-01) and edit-friendly DDPM inversion (exact).")
+    # a curve's points are named together, so a sentence names methods, not settings
+    both = pd.concat([front, rows(("bdia (γ=0.2)", 1e-9, 0.6, 14.0, 0.2, 40, 39, 0))])
+    assert "BDIA at γ = 0.4 and 0.2 (round trip 2e-01 and exact)" in frontier.front_verdict(both, edits)
     committed = [{"model": "digits-cfg", "steps": 50, "label": label, "time_ratio_to_ddim": ratio}
                  for label, ratio in [("ddim", 1.0), ("null-text", 9.9), ("ddpm-inversion", 1.07), ("bdia (γ=1)", 0.98),
                                       ("bdia (γ=0.9)", 1.02), ("bdia (γ=1, lattice=True)", 0.5)]]

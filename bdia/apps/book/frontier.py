@@ -202,9 +202,22 @@ def front_verdict(frontier, edits) -> str:
             base = base[base["steps"] == steps]
         points = pd.concat([group, base], ignore_index=True)
         on = points.set_index("method").loc[pareto_labels(points)].sort_values("edit success", ascending=False)
-        parts.append(f"at {_where(steps, guidance)}, " + join_names(
-            f"{short_name(label)} ({_trip(row['reconstruction error'])})" for label, row in on.iterrows()))
+        parts.append(f"at {_where(steps, guidance)}, " + join_names(_by_family(on)))
     return "; ".join(parts) + "." if parts else ""
+
+
+def _by_family(on) -> list[str]:
+    """Points of the front as a sentence names them: a curve's points together (``BDIA at γ = 0.5 and 0.4``), each
+    with its round trip, then every other recipe."""
+    phrases = []
+    for prefix, key, name in (("bdia (γ=", "gamma", "BDIA at γ = "), ("edict (p=", "p", "EDICT at p = ")):
+        rows = on[on.index.str.startswith(prefix) & ~on.index.str.contains("auto")]
+        if len(rows):
+            errors = rows["reconstruction error"]
+            trips = "exact" if (errors <= EXACT).all() else join_names(_trip(e) for e in errors)
+            phrases.append(name + join_names(f"{v:g}" for v in rows[key]) + f" ({trips})")
+            on = on.drop(rows.index)
+    return phrases + [f"{short_name(label)} ({_trip(row['reconstruction error'])})" for label, row in on.iterrows()]
 
 
 def recipe_costs(frontier, edits, committed_rows=None) -> str:
