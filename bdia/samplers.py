@@ -112,7 +112,8 @@ class InversionState:
 
     def tile(self, copies: int) -> "InversionState":
         """This state ``copies`` times along the batch: its latents and what it keeps per sample (null-text's
-        embeddings, DDPM inversion's noise maps), so that one run regenerates the source beside its edits."""
+        embeddings, DDPM inversion's noise maps, Direct Inversion's trajectory), so that one run regenerates the
+        source beside its edits; ``extras["copies"]`` says how many (the source is the first of them)."""
         batch = self.shape[0]
 
         def tiled(value):

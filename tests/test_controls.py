@@ -2,6 +2,8 @@
 the target's rows and only for its share of the steps, every invertible method composes with it, and the text
 pipelines pass it on (all offline: the digits model and the miniature Stable Diffusion pipelines)."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -131,6 +133,24 @@ def test_controls_refuse_what_they_cannot_control(digits_setup):
         bdia.sample(lambda z, t: torch.zeros_like(z), state, schedule, 5, "ddim", control=FeatureInjection())
     with pytest.raises(TypeError, match="control must be a bdia.diffusers.controls control"):
         bdia.sample(branches(unet), state, schedule, 5, "ddim", control="p2p")
+
+
+def test_bad_guidance_token_lengths_and_a_cut_trajectory_are_refused(digits_setup):
+    from bdia.diffusers import guidance_of
+
+    with pytest.raises(ValueError, match="one finite number per sample"):
+        guidance_of([3.0, float("nan")])
+    assert guidance_of([3.0, 3.0]) == 3.0 and torch.equal(guidance_of([1.0, 3.0]), torch.tensor([1.0, 3.0],
+                                                                                               dtype=torch.float64))
+    with pytest.raises(ValueError, match="padded to one length"):
+        token_columns([1, 2, 3], [1, 2])
+    unet, x0 = digits_setup
+    schedule = bdia.VPSchedule.ddpm()
+    model = digit_model(unet, [SOURCE] * BATCH)
+    state = bdia.invert(model, x0, schedule, 10, "direct-inversion", strength=0.8)
+    cut = dataclasses.replace(state, extras={"source_trajectory": state.extras["source_trajectory"][1:]})
+    with pytest.raises(ValueError, match="the state holds 7 source states for 8 steps"):
+        bdia.sample(model, cut, schedule, 10, "direct-inversion")
 
 
 def test_token_columns_replace_a_swapped_word_and_refine_an_added_one():

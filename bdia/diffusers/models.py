@@ -50,7 +50,9 @@ def guidance_of(guidance_scale):
 
 def _guided(guidance_scale) -> bool:
     """Whether a guidance (a number or one per sample) needs the unconditional pass."""
-    return bool((torch.as_tensor(guidance_scale) > 1).any())
+    if not torch.is_tensor(guidance_scale):  # every network call asks: no tensor for the common case
+        return float(guidance_scale) > 1
+    return bool((guidance_scale > 1).any())
 
 
 def _check_prediction_type(config, allow_v_prediction: bool, what: str) -> str:

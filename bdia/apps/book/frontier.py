@@ -114,6 +114,12 @@ def _edict(group):
     return group[group["method"].str.startswith("edict")]
 
 
+def _beats(row, other) -> bool:
+    """Whether ``row``'s edits win on both axes against ``other``'s: read as the target at least as often, and
+    closer to their source."""
+    return row["edit success"] >= other["edit success"] and row["feature distance"] < other["feature distance"]
+
+
 def _best_exact(group):
     exact = group[group["reconstruction error"] <= EXACT]
     if exact.empty:
@@ -142,7 +148,7 @@ def frontier_verdict(frontier, edits) -> str:
                   for label in ("ddim", "null-text", "ddpm-inversion") for row in [_row(edits, label, steps, guidance)]
                   if row is not None]
         text += f", against {join_names(others)}"
-        wins = best["edit success"] >= ddim["edit success"] and best["feature distance"] < ddim["feature distance"]
+        wins = _beats(best, ddim)
         text += (": it beats DDIM inversion on both axes." if wins else
                  ": it does not beat DDIM inversion on both axes.")
         edict, null = _best_exact(_edict(group)), _row(edits, "null-text", steps, guidance)
@@ -150,10 +156,8 @@ def frontier_verdict(frontier, edits) -> str:
             text += (f" EDICT's best exact edit is at p = {edict['p']:.3g}: {edict['edit success']:.0%} at "
                      f"{edict['feature distance']:.1f}")
             if null is not None:
-                matches = (edict["edit success"] >= null["edit success"]
-                           and edict["feature distance"] < null["feature distance"])
                 text += (", as often read as the target as null-text inversion's edits or more, and closer to the "
-                         "source." if matches else ", short of null-text inversion on one axis at least.")
+                         "source." if _beats(edict, null) else ", short of null-text inversion on one axis at least.")
             else:
                 text += "."
         sentences.append(text)
@@ -304,14 +308,11 @@ def control_verdict(controlled, edits, frontier) -> str:
                 f"{join_names(changes)}).")
         if only:
             text += f" {cap(join_names(only))}."
-        exact = group[group["reconstruction error"] <= EXACT]
-        ddim = _row(plain, "ddim", steps, guidance)
-        if len(exact) and ddim is not None:
-            best = exact.sort_values(["edit success", "feature distance"], ascending=[False, True]).iloc[0]
-            wins = best["edit success"] >= ddim["edit success"] and best["feature distance"] < ddim["feature distance"]
+        best, ddim = _best_exact(group), _row(plain, "ddim", steps, guidance)
+        if best is not None and ddim is not None:
             method, _ = _split_control(best["method"])
             text += (f" The best exact edit with it, {short_name(method)}'s, "
-                     f"{'beats' if wins else 'does not beat'} DDIM inversion's plain edit on both axes.")
+                     f"{'beats' if _beats(best, ddim) else 'does not beat'} DDIM inversion's plain edit on both axes.")
         sentences.append(text)
     return " ".join(sentences)
 
