@@ -257,13 +257,21 @@ def test_chapter_5_editing():
     calls = photos[photos.guidance == 3.0].set_index("method")["calls per image"]
     assert (calls["bdia (γ=0.96)"], calls["edict"], calls["ddim"]) == (31, 64, 32)
     assert md["ch5_photo_verdict"].startswith("Every exact method returns the VAE's reconstruction")
+    # prompt-to-prompt on the photos: every method with and without it (Direct Inversion with it only), at twice
+    # the calls; on random weights the page draws no conclusion from the PSNRs
+    p2p = table(g, "ch5_photo_p2p").set_index(["method", "control"])
+    assert ("direct-inversion", "none") not in p2p.index and ("direct-inversion", "prompt-to-prompt") in p2p.index
+    for method in ("ddim", "null-text", "bdia (γ=auto)"):
+        assert p2p.loc[(method, "prompt-to-prompt"), "edit calls per image"] == \
+            2 * p2p.loc[(method, "none"), "edit calls per image"]
+    assert "runs the code path only" in md["ch5_photo_p2p_verdict"]
     import pandas as pd
 
     # the gamma frontier, per panel (steps, guidance): the sentence names the best exact gamma of the panel and
     # compares it with that panel's DDIM inversion; gamma='auto' meets its tolerance
     front, baselines = table(g, "ch5_frontier"), table(g, "ch5_frontier_baselines")
     panels = sorted(set(zip(front.steps, front.guidance)))
-    assert panels == [(20, 3.0), (20, 7.5), (50, 7.5)]
+    assert panels == [(20, 3.0), (20, 7.5), (50, 3.0), (50, 7.5)]
     sentences = md["ch5_frontier_verdict"].split("At guidance")[1:]
     for (steps, guidance), sentence in zip(panels, sentences):
         group = front[(front.steps == steps) & (front.guidance == guidance)]
@@ -281,7 +289,7 @@ def test_chapter_5_editing():
     # the front of the last panel: every point that no other beats on both axes is named, a beaten DDIM is not
     from bdia.apps.book.wording import short_name
 
-    last = pd.concat([front[(front.steps == 50)], baselines[(baselines.steps == 50) & (baselines.guidance == 7.5)]])
+    last = pd.concat([front[(front.steps == 50) & (front.guidance == 7.5)], baselines[(baselines.steps == 50) & (baselines.guidance == 7.5)]])
     last = last.dropna(subset=["edit success"])  # an EDICT weight whose inversion overflowed has no edit
     named = md["ch5_front_verdict"].split("at guidance 7.5 and 50 steps, ")[1]
     curves = {key: re.search(rf"{name} at {symbol} = ([0-9.]+(?:(?:, | and )[0-9.]+)*)", named)

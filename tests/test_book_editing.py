@@ -280,6 +280,14 @@ def test_frontier_panels_take_their_own_step_counts_baselines():
         fig.canvas.draw()
         assert len(fig.axes) == 2 and {"BDIA over γ", "EDICT over p"} <= {t.get_text() for t in fig.legends[0].texts}
         plt.close(fig)
+        # four panels, two step counts by two guidances: a grid, step counts down and guidance across
+        grid = pd.concat([front, front.assign(guidance=3.0)])
+        fig = frontier.plot_frontier(grid, pd.concat([edits, edits.assign(guidance=3.0)]), "ci", "synthetic")
+        titles = [[ax.get_title() for ax in row] for row in (fig.axes[:2], fig.axes[2:])]
+        assert fig.axes[0].get_gridspec().get_geometry() == (2, 2)
+        assert titles == [["guidance 3, 20 steps", "guidance 7.5, 20 steps"],
+                          ["guidance 3, 50 steps", "guidance 7.5, 50 steps"]]
+        plt.close(fig)
     assert frontier.best_exact_gamma(front, 7.5, 50) == 0.5 and math.isnan(frontier.best_exact_gamma(front, 7.5, 10))
 
 
@@ -334,6 +342,12 @@ def test_the_front_keeps_what_nothing_beats_on_both_axes_and_costs_come_from_cou
                             "calls and 2 stored latents, 1.00 times DDIM inversion's time")
     assert "null-text inversion 560 network calls (400 backward passes besides) and 1 stored latent, 9.90 times" in costs
     assert "edit-friendly DDPM inversion 80 network calls and 41 stored latents, 1.07 times" in costs
+    # gamma='auto' with a float64 copy of the network edits best: the benchmark's float32 times are not its own
+    wide = pd.concat([front, rows((frontier.AUTO_FLOAT64, 2e-8, 0.85, 17.2, 0.622, 40, 39, 0))])
+    costs = frontier.recipe_costs(wide, edits, committed)
+    assert ("BDIA (γ = auto), float64 network 79 network calls and 2 stored latents, its time not in the benchmark"
+            in costs) and "1.00 times" not in costs
+    assert "(γ = 0.622, with a float64 copy of the network) is read as the target 85%" in frontier.glance(wide, edits)
 
 
 def test_an_edict_weight_whose_inversion_overflows_is_a_point_without_an_edit():
@@ -351,3 +365,44 @@ def test_an_edict_weight_whose_inversion_overflows_is_a_point_without_an_edit():
     assert overflow["reconstruction error"] == math.inf and math.isnan(overflow["edit success"])
     assert "edict (p=1e-80)" not in frontier.pareto_labels(front)
     assert front[front.method == "edict (p=0.6)"]["reconstruction error"].iloc[0] < 1e-6
+
+
+def test_photo_controlled_edits_run_each_method_with_and_without_the_control(pipe):
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from bdia.diffusers import BDIAEditPipeline, PromptToPrompt, encode_image
+
+    edit = BDIAEditPipeline.from_pipe(pipe)
+    edit.set_progress_bar_config(disable=True)
+    pictures = photos.load_photos(["chelsea", "coffee"])  # two prompts: prompt-to-prompt runs a photo at a time
+    table, shown = photos.photo_controlled_edits(edit, pictures, PromptToPrompt(), ["ddim", "direct-inversion"], 3.0,
+                                                 num_steps=6)
+    rows = table.set_index(["method", "control"])
+    # Direct Inversion edits only beside its source branch: no row without the control
+    assert sorted(rows.index) == [("ddim", "none"), ("ddim", "prompt-to-prompt"),
+                                  ("direct-inversion", "prompt-to-prompt")]
+    calls = rows["edit calls per image"]
+    assert calls["ddim", "prompt-to-prompt"] == 2 * calls["ddim", "none"]  # both branches, each step
+    # the plain DDIM edit's PSNR, recomputed here through the pipeline and scikit-image
+    expected = []
+    for name, picture in pictures.items():
+        latent = encode_image(edit, picture, dtype=torch.float64)
+        state = edit.invert(latent, photos.PHOTOS[name][1], 6, strength=0.8, guidance_scale=3.0, method="ddim")
+        edited = edit.decode(edit(photos.PHOTOS[name][2], inversion=state, output_type="latent").images, "np")
+        reference = edit.decode(latent, "np")
+        expected.append(peak_signal_noise_ratio((reference[0] * 255).round(), (edited[0] * 255).round(),
+                                                data_range=255))
+    assert rows.loc[("ddim", "none"), "PSNR to the source (dB)"] == pytest.approx(sum(expected) / 2, abs=0.05)
+    assert shown["ddim", "none"].shape == shown["direct-inversion", "prompt-to-prompt"].shape
+
+
+def test_the_controlled_photo_verdict_counts_the_methods_the_control_helps():
+    table = pd.DataFrame([
+        {"method": "ddim", "control": "none", "PSNR to the source (dB)": 15.0},
+        {"method": "ddim", "control": "prompt-to-prompt", "PSNR to the source (dB)": 19.5},
+        {"method": "null-text", "control": "none", "PSNR to the source (dB)": 18.0},
+        {"method": "null-text", "control": "prompt-to-prompt", "PSNR to the source (dB)": 17.0},
+        {"method": "direct-inversion", "control": "prompt-to-prompt", "PSNR to the source (dB)": 25.0}])
+    text = photos.controlled_photo_verdict(table)
+    assert text == ("With prompt-to-prompt, the edits keep more of their photo for 1 of the 2 methods that also edit "
+                    "without it (PSNR to the source up by 4.5 dB).")

@@ -141,6 +141,14 @@ class _Control:
         """Names of the attention layers (modules) whose maps the control edits."""
         return []
 
+    def _feature_fraction(self) -> float:
+        """The share of the steps, from the noisy end, for which the target takes the source's features."""
+        return 0.0
+
+    def _attention_fraction(self, cross: bool) -> float:
+        """The share of the steps for which the target takes the source's cross- or self-attention maps."""
+        return 0.0
+
     def _check(self, network) -> None:
         pass
 
@@ -176,7 +184,7 @@ class _Control:
 
     def _feature_hook(self, run: _Run):
         def hook(module, inputs, output):
-            if not run.active(self.features):
+            if not run.active(self._feature_fraction()):
                 return None
             out = output.clone()
             view = run.branches(out)
@@ -257,6 +265,9 @@ class FeatureInjection(_Control):
             return list(self.attention_layers)
         decoder_self = [name for name in names if name.startswith("up_blocks") and name.endswith(".attn1")]
         return decoder_self[1:]
+
+    def _feature_fraction(self) -> float:
+        return self.features
 
     def _attention_fraction(self, cross: bool) -> float:
         return 0.0 if cross else self.self_attention

@@ -17,7 +17,7 @@ from ..samplers import InversionState
 from .images import encode_image
 
 __all__ = ["EDIT_NOISE_RATIO_WARN", "expand_prompts", "step_callback", "latent_of", "fingerprint",
-           "check_inversion", "warn_on_mismatch", "initial_noise"]
+           "check_inversion", "check_edit", "initial_noise"]
 
 #: an edit that starts from a latent whose rms is this many times the noise level of its timestep warns
 EDIT_NOISE_RATIO_WARN = 3.0
@@ -88,9 +88,9 @@ def check_inversion(state, method, num_inference_steps, latent_dtype, num_images
     return state
 
 
-def warn_on_mismatch(state: InversionState, prompt_fingerprint: str, guidance_scale: float, prompt=None,
-                     control=None) -> None:
-    """Warn when a regeneration (the inversion's prompt) uses another guidance than its inversion, and when an edit
+def check_edit(state: InversionState, prompt_fingerprint: str, guidance_scale: float, prompt=None,
+               control=None) -> None:
+    """Check a regeneration from ``state`` before it runs. Warn when a regeneration (the inversion's prompt) uses another guidance than its inversion, and when an edit
     (another prompt) starts from a latent far from noise. An edit may take a guidance of its own: the source's is the
     inversion's, the target's the edit's (as the EDICT reference code and null-text's recipe allow). An edit without
     a ``control`` by a method that edits only beside its source branch (Direct Inversion) is an error."""

@@ -30,7 +30,7 @@ from ..flow import FlowMatchSchedule, calculate_shift
 from ..methods import get_method
 from ..models import CountingModel
 from ..samplers import InversionState, invert, inverted_steps, sample
-from .edit_tools import check_inversion, fingerprint, initial_noise, latent_of, step_callback, warn_on_mismatch
+from .edit_tools import check_edit, check_inversion, fingerprint, initial_noise, latent_of, step_callback
 from .flow_models import FluxVelocityModel, SD3VelocityModel
 from .images import decode_latents, pipeline_resolution
 
@@ -165,7 +165,7 @@ class BDIAFlowEditPipeline:
         model = CountingModel(self.velocity_model(prompt, guidance_scale, negative_prompt or "", batch,
                                                   max_sequence_length))
         if inversion is not None:
-            warn_on_mismatch(inversion, fingerprint(*model.model.embeddings), guidance_scale, prompt)
+            check_edit(inversion, fingerprint(*model.model.embeddings), guidance_scale, prompt)
         schedule = self.schedule(init.shape)
         bar, callback = step_callback(self.pipe, total)
         with bar:

@@ -38,8 +38,8 @@ from ..errors import InvalidTypeError, InvalidValueError
 from ..methods import get_method
 from ..models import CountingModel
 from ..samplers import InversionState, invert, inverted_steps, sample
-from .edit_tools import (check_inversion, expand_prompts, fingerprint, initial_noise, latent_of, step_callback,
-                         warn_on_mismatch)
+from .edit_tools import (check_edit, check_inversion, expand_prompts, fingerprint, initial_noise, latent_of,
+                         step_callback)
 from .images import decode_latents, pipeline_resolution
 from .loading import cast_pipeline
 from .models import StableDiffusionEpsModel, StableDiffusionXLEpsModel, guidance_of, schedule_from_scheduler
@@ -150,7 +150,7 @@ class _ExactEditing:
         if inversion is not None:
             target = [emb if emb is None or emb.shape[0] != branches * batch else emb[-batch:]
                       for emb in model.embeddings]
-            warn_on_mismatch(inversion, fingerprint(*target), guidance_scale, prompt, control)
+            check_edit(inversion, fingerprint(*target), guidance_scale, prompt, control)
         bar, callback = step_callback(self, total, callback_on_step_end, callback_on_step_end_tensor_inputs)
         with bar:
             result = sample(model, init, schedule, num_inference_steps, method, callback=callback, control=control,

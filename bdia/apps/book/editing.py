@@ -202,8 +202,10 @@ def _invert(model, x, schedule, num_steps, strength, text) -> _Edit:
 
 
 def control_name(control) -> str:
-    """How a table names an edit control: ``FeatureInjection`` -> ``"feature injection"``."""
-    return "".join(" " + c.lower() if c.isupper() else c for c in type(control).__name__).strip()
+    """How a table names an edit control: ``FeatureInjection`` -> ``"feature injection"``, ``PromptToPrompt`` ->
+    ``"prompt-to-prompt"`` (as its paper writes it)."""
+    name = "".join(" " + c.lower() if c.isupper() else c for c in type(control).__name__).strip()
+    return "prompt-to-prompt" if name == "prompt to prompt" else name
 
 
 def mean_psnr(a, b, data_range: float) -> float:

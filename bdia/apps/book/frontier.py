@@ -246,6 +246,8 @@ def recipe_costs(frontier, edits, committed_rows=None) -> str:
                 + (f" ({int(row['backward passes'])} backward passes besides)" if row["backward passes"] else ""))
         stored = REGISTRY[method].stored_latents(inverted)
         text += f" and {stored} stored latent{'' if stored == 1 else 's'}"
+        if label == AUTO_FLOAT64:
+            return text + ", its time not in the benchmark (which runs the float32 network)"
         return text + (f", {ratio:.2f} times DDIM inversion's time" if ratio == ratio else "")
 
     parts = [cost(best["method"], best, (sum(bdia_times) / len(bdia_times)) if bdia_times else math.nan)]
@@ -325,7 +327,8 @@ def glance(frontier, edits) -> str:
     if best is None or ddim is None:
         return f"Editing at {_where(steps, guidance)}: no exact BDIA edit to compare."
     side = "closer to" if best["feature distance"] < ddim["feature distance"] else "no closer to"
-    return (f"Editing at {_where(steps, guidance)}, the best exact BDIA (γ = {best['gamma']:.3g}) is read as the "
+    network = ", with a float64 copy of the network" if best["method"] == AUTO_FLOAT64 else ""
+    return (f"Editing at {_where(steps, guidance)}, the best exact BDIA (γ = {best['gamma']:.3g}{network}) is read as the "
             f"target {best['edit success']:.0%} of the time against DDIM inversion's {ddim['edit success']:.0%}, and "
             f"is {side} its source.")
 
@@ -340,9 +343,13 @@ def plot_frontier(frontier, edits, profile: str, stamp: str, controlled=None):
     from ..plotting import PAGE_WIDTH, method_color, stamp_profile
 
     panels = _panels(frontier)
-    fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_WIDTH, 3.4), sharey=True, squeeze=False)
+    steps_seen, guidances = {p[0] for p in panels}, {p[1] for p in panels}
+    # a full grid of four or more panels reads as a table: step counts down, guidance across
+    rows = len(steps_seen) if len(panels) > 3 and len(steps_seen) * len(guidances) == len(panels) else 1
+    columns = len(panels) // rows
+    fig, axes = plt.subplots(rows, columns, figsize=(PAGE_WIDTH, 0.4 + 3.0 * rows), sharey=True, squeeze=False)
     legend = {}
-    for ax, (steps, guidance, group) in zip(axes[0], panels):
+    for ax, (steps, guidance, group) in zip(axes.flat, panels):
         bdia = _bdia(group)
         for curve, key, name, marker in ((bdia[~bdia["method"].str.startswith("bdia (γ=auto")], "gamma", "bdia", "o"),
                                          (_edict(group), "p", "edict", "^")):
@@ -378,9 +385,11 @@ def plot_frontier(frontier, edits, profile: str, stamp: str, controlled=None):
                 row["feature distance"], row["edit success"], "D", color=colour, ms=5,
                 mfc=colour if row["reconstruction error"] <= EXACT else "white")
         ax.set_title(_where(steps, guidance).replace(" and ", ", "), fontsize=9)
+    for ax in axes[-1]:
         ax.set_xlabel("distance to the source")
-    axes[0][0].set_ylabel("read as the target")
-    axes[0][0].yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    for ax in axes[:, 0]:
+        ax.set_ylabel("read as the target")
+        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
     fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncol=4, fontsize=7, frameon=False)
     stamp_profile(fig, profile, stamp)
     return fig

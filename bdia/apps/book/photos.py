@@ -10,12 +10,12 @@ import numpy as np
 import torch
 
 from ...experiments import relative_error
-from ...methods import MethodSpec
-from .editing import mean_psnr
+from ...methods import MethodSpec, get_method
+from .editing import control_name, mean_psnr
 from .wording import EDIT_SPECS, cap, name_methods, plural, short_name
 
-__all__ = ["PHOTOS", "load_photos", "photo_round_trips", "photo_summary", "photo_verdict", "pipeline_weights",
-           "as_shown", "plot_photos"]
+__all__ = ["PHOTOS", "CONTROL_SPECS", "load_photos", "photo_round_trips", "photo_summary", "photo_verdict", "photo_controlled_edits",
+           "controlled_photo_verdict", "pipeline_weights", "as_shown", "plot_photos"]
 
 #: real photos that ship with scikit-image and scikit-learn, with a source and a target prompt each
 PHOTOS = {
@@ -26,6 +26,10 @@ PHOTOS = {
     "china": ("sklearn", "a photo of a temple", "a photo of a castle"),
     "flower": ("sklearn", "a photo of a flower", "a photo of a butterfly"),
 }
+
+#: the methods whose photo edits run without and with a control: DDIM inversion, Direct Inversion (with it only),
+#: null-text inversion (published with prompt-to-prompt) and BDIA at its most damped exact gamma
+CONTROL_SPECS = ("ddim", "direct-inversion", "null-text", "bdia:gamma=auto")
 
 
 def load_photos(names=tuple(PHOTOS)) -> dict:
@@ -86,6 +90,56 @@ def photo_round_trips(edit, photos: dict, guidances, specs=EDIT_SPECS, num_steps
     return pd.DataFrame(rows), shown
 
 
+def photo_controlled_edits(edit, photos: dict, control, specs, guidance: float, num_steps: int = 20,
+                           strength: float = 0.8, latent_dtype=torch.float64, size=None):
+    """Edit each photo into its target prompt with each method, without and with ``control`` (a
+    :mod:`bdia.diffusers.controls` control), inverting and editing at ``guidance``. Returns ``(table, images)``: per
+    (method, control) the edits' mean PSNR against the VAE's reconstruction of their photo (how much of the photo an
+    edit keeps, the measure editing papers report as background preservation) and the network calls of the edit
+    per image; ``images`` maps (method, control) to the decoded edit of the first photo. A method that edits only
+    beside its source branch (Direct Inversion) has no row without the control."""
+    import pandas as pd
+
+    from ...diffusers import encode_image
+
+    rows, shown = [], {}
+    for text in specs:
+        spec = MethodSpec.parse(text)
+        scores = {}
+        for name, photo in photos.items():  # a control maps one prompt onto one other: a photo a run
+            latent = encode_image(edit, photo, dtype=latent_dtype, size=size)
+            reference = torch.from_numpy(_uint8(edit.decode(latent)).astype(np.float64))
+            state = edit.invert(latent, PHOTOS[name][1], num_steps, strength=strength, guidance_scale=guidance,
+                                method=spec.method, latent_dtype=latent_dtype, **spec.options)
+            for applied in ((None, control) if get_method(spec.method).edits_alone else (control,)):
+                edited = edit(PHOTOS[name][2], inversion=state, output_type="latent", control=applied).images
+                decoded = _uint8(edit.decode(edited))
+                label = "none" if applied is None else control_name(applied)
+                psnr = mean_psnr(torch.from_numpy(decoded.astype(np.float64)), reference, 255.0)
+                scores.setdefault(label, []).append((psnr, edit.num_network_calls))
+                shown.setdefault((spec.label, label), decoded[0])
+        for label, values in scores.items():
+            rows.append({"method": spec.label, "control": label,
+                         "PSNR to the source (dB)": float(np.mean([v[0] for v in values])),
+                         "edit calls per image": values[0][1]})
+    return pd.DataFrame(rows), shown
+
+
+def controlled_photo_verdict(table) -> str:
+    """For how many methods the control keeps more of the photos (a higher PSNR to the source), and by how much."""
+    wide = table.pivot(index="method", columns="control", values="PSNR to the source (dB)")
+    control = next(c for c in wide.columns if c != "none")
+    both = wide.dropna()
+    gain = (both[control] - both["none"]).sort_values()
+    kept = gain[gain > 0]
+    text = (f"With {control}, the edits keep more of their photo for {len(kept)} of the {len(gain)} methods that also "
+            "edit without it")
+    if len(kept):
+        span = f"{kept.min():.1f}" if len(kept) == 1 else f"{kept.min():.1f} to {kept.max():.1f}"
+        text += f" (PSNR to the source up by {span} dB)"
+    return text + "."
+
+
 def photo_summary(table):
     """The photo table for the page: PSNR per guidance, SSIM at guidance 3, the calls and backward passes of a
     round trip per image at guidance 3."""
@@ -139,8 +193,10 @@ def as_shown(pipe, image, size=None) -> np.ndarray:
     return (prepare_image(pipe, image, size=size)[0].permute(1, 2, 0) * 0.5 + 0.5).clamp(0, 1).numpy()
 
 
-def plot_photos(source, shown, labels, guidance: float, profile: str, stamp: str):
-    """A photo, and each method's decoded reconstruction and edit at one guidance."""
+def plot_photos(source, shown, labels, guidance: float, profile: str, stamp: str,
+                rows=("reconstruction", "edit")):
+    """A photo, and each method's decoded reconstruction and edit at one guidance (``shown[label, guidance]``: the
+    two images, None for an empty cell; ``rows`` names them)."""
     import matplotlib.pyplot as plt
 
     from ..plotting import PAGE_WIDTH, stamp_profile
@@ -151,15 +207,15 @@ def plot_photos(source, shown, labels, guidance: float, profile: str, stamp: str
     axes[0, 0].set_title("input", fontsize=7)
     axes[1, 0].axis("off")
     for j, label in enumerate(labels, start=1):
-        rec, edited = shown[label, guidance]
-        axes[0, j].imshow(rec)
-        axes[1, j].imshow(edited)
+        for i, image in enumerate(shown[label, guidance]):
+            if image is not None:
+                axes[i, j].imshow(image)
         axes[0, j].set_title(short_name(label).replace(" inversion", ""), fontsize=6.5)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.grid(False)
-    axes[0, 1].set_ylabel("reconstruction", fontsize=7)
-    axes[1, 1].set_ylabel("edit", fontsize=7)
+    axes[0, 1].set_ylabel(rows[0], fontsize=7)
+    axes[1, 1].set_ylabel(rows[1], fontsize=7)
     stamp_profile(fig, profile, stamp)
     return fig
