@@ -6,6 +6,7 @@ Commands:
   bench             network calls, wall time, memory and round-trip error per method, model, dtype and step count
   standins          write the paper profile's models with their published configs and random weights (offline)
   train-digits      train the class-conditional digits DDPM that the ci profile ships
+  train-digits-flow train the class-conditional digits rectified flow that the ci profile ships
   train-classifier  train the digit classifier whose features score the ci profile's FID
 
 User errors (:class:`bdia.UsageError`: bad options, missing models or files, unwritable folders) end with a
@@ -98,21 +99,48 @@ def _train_digits(args: argparse.Namespace) -> int:
 
     import torch
 
-    from bdia.apps.digits import shipped_model_path, train_diffusion_model
+    from bdia.apps import digits
 
-    _shipped_weights_guard(args.out, shipped_model_path(), args.overwrite_shipped)
+    flow = args.command == "train-digits-flow"
+    shipped = digits.shipped_flow_model_path() if flow else digits.shipped_model_path()
+    _shipped_weights_guard(args.out, shipped, args.overwrite_shipped)
+    train = digits.train_flow_model if flow else digits.train_diffusion_model
     start = time.perf_counter()
-    model = train_diffusion_model(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                  progress=True)
+    model = train(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=True)
     seconds = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out, safe_serialization=True)
-    record = {"command": "python -m bdia train-digits " + " ".join(sys.argv[2:]), "steps": args.steps,
+    record = {"command": f"python -m bdia {args.command} " + " ".join(sys.argv[2:]), "steps": args.steps,
               "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "seconds": round(seconds, 1),
               "torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads()}
+    if flow:
+        record["samples"] = _flow_samples_scored(model, args.seed)
     (args.out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"saved to {args.out} after {seconds:.0f} s")
+    if flow:
+        scores = record["samples"]
+        print(f"{scores['num_samples']} samples ({scores['method']}, {scores['steps']} steps): "
+              f"{scores['read as their label']:.1%} read as their label, Fréchet distance "
+              f"{scores['frechet distance to the digits']:.2f} to the digits")
     return 0
+
+
+def _flow_samples_scored(unet, seed: int, per_class: int = 100, steps: int = 20) -> dict:
+    """The training record's check of a flow model: Euler samples, unguided, scored by the shipped classifier."""
+    import torch
+
+    import bdia
+    from bdia.apps import digits
+    from bdia.apps.fid.features import digit_sample_scores
+    from bdia.diffusers import UNetVelocityModel
+
+    labels = torch.arange(digits.NUM_CLASSES).repeat_interleave(per_class)
+    noise = torch.randn(len(labels), 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+    model = UNetVelocityModel(unet, labels, num_train_timesteps=digits.FLOW_TRAIN_TIMESTEPS)
+    samples = bdia.sample(model, noise, bdia.FlowMatchSchedule(), steps, "ddim")
+    scores = digit_sample_scores(samples, labels)
+    return {"method": "euler", "steps": steps, "guidance": 1.0, "seed": seed,
+            **{key: value for key, value in scores.items() if key != "reference"}}
 
 
 def _train_classifier(args: argparse.Namespace) -> int:
@@ -224,15 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
 
-    train = command("train-digits", help="train the digits DDPM (minutes on 2 CPU cores)")
-    train.add_argument("--out", type=Path, default=Path("outputs/digits-unet"),
-                       help="output folder; the shipped weights are replaced only with --overwrite-shipped")
-    train.add_argument("--overwrite-shipped", action="store_true", help="allow --out to be the shipped weights' folder")
-    train.add_argument("--steps", type=_positive("--steps"), default=2500)
-    train.add_argument("--batch-size", type=_positive("--batch-size"), default=128)
-    train.add_argument("--lr", type=float, default=2e-3)
-    train.add_argument("--seed", type=int, default=0)
-    train.set_defaults(func=_train_digits)
+    for name, folder, what in (("train-digits", "digits-unet", "DDPM"), ("train-digits-flow", "digits-flow",
+                                                                           "rectified flow")):
+        train = command(name, help=f"train the digits {what} (minutes on 2 CPU cores)")
+        train.add_argument("--out", type=Path, default=Path("outputs") / folder,
+                           help="output folder; the shipped weights are replaced only with --overwrite-shipped")
+        train.add_argument("--overwrite-shipped", action="store_true",
+                           help="allow --out to be the shipped weights' folder")
+        train.add_argument("--steps", type=_positive("--steps"), default=2500)
+        train.add_argument("--batch-size", type=_positive("--batch-size"), default=128)
+        train.add_argument("--lr", type=float, default=2e-3)
+        train.add_argument("--seed", type=int, default=0)
+        train.set_defaults(func=_train_digits)
 
     classifier = command("train-classifier", help="train the digit classifier that scores the ci profile's FID")
     classifier.add_argument("--out", type=Path, default=Path("outputs/digit-classifier"),

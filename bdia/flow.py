@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .errors import InvalidTypeError, InvalidValueError
-from .predictions import PredictionConfig, PredictionModel
+from .predictions import VELOCITY, PredictionModel
 from .schedules import Level, Schedule, check_num_steps
 
 __all__ = ["FlowMatchSchedule", "from_velocity", "calculate_shift", "FLOW_CONFIG_KEYS"]
@@ -182,4 +182,4 @@ def from_velocity(model, schedule: Schedule | None = None) -> PredictionModel:
     ``eps_hat = x0_hat + v`` (:class:`~bdia.predictions.PredictionConfig`), which is well defined at ``t = 1``."""
     if schedule is not None and not isinstance(schedule, Schedule):
         raise InvalidTypeError(f"schedule must be a bdia Schedule, got {type(schedule).__name__}")
-    return PredictionModel(model, PredictionConfig("velocity"))
+    return PredictionModel(model, VELOCITY)

@@ -392,3 +392,48 @@ def invert_direct(traj: Trajectory, z: Tensor, opts):
         states.append(z)
     traj.extras.update(source_trajectory=tuple(reversed(states[:-1])))
     return (z,)
+
+
+# ---------------------------------------------------------------------------------------------------
+# RF-Inversion (Rout et al., ICLR 2025): Euler steps of the flow with a controller toward a fixed target
+
+
+def _velocity(traj: Trajectory, z: Tensor, j: int) -> Tensor:
+    """The velocity ``v = eps_hat - x0_hat`` at ``(z, t_j)``: one network call."""
+    x0, eps = traj.predict(z, j)
+    return eps - x0
+
+
+def invert_rf(traj: Trajectory, x0: Tensor, opts):
+    """RF-Inversion's controlled forward ODE (its Algorithm 1, eq. 8): Euler steps toward noise along
+    ``v + controller (u - v)``, where ``u = (y_1 - z) / (1 - t)`` is the straight line from ``z`` to a fixed noise
+    sample ``y_1`` (drawn with ``seed``). The state is ``z_K``; the source ``x0`` goes into ``extras["source"]`` for
+    the edit's controller."""
+    ts, z = traj.ts, x0
+    target = _noise(traj, x0, opts["seed"])()
+    for j in range(len(ts) - 1):
+        v = _velocity(traj, z, j)
+        u = (target - z) / (1 - float(ts[j]))
+        z = z + float(ts[j + 1] - ts[j]) * (v + opts["controller"] * (u - v))
+        traj.done(j, j + 1, z)
+    traj.extras.update(source=x0)
+    return (z,)
+
+
+def sample_rf(traj: Trajectory, latents, opts):
+    """RF-Inversion's controlled reverse ODE (its Algorithm 2): Euler steps toward the data along
+    ``v + eta (u - v)`` for the steps from ``start`` to ``stop`` (fractions of the walk, from the noisy end), where
+    ``u = (z - x_0) / t`` is the straight line from the source ``x_0`` (``extras["source"]``) through ``z``; plain
+    Euler elsewhere, and from noise."""
+    (z,) = latents
+    ts = traj.ts
+    source = traj.extras.get("source")
+    n = len(ts) - 1
+    start, stop = int(opts["start"] * n), min(int(opts["stop"] * n), n)  # the community pipeline's rounding
+    for j in range(n):
+        v = _velocity(traj, z, j)
+        if source is not None and start <= j < stop:
+            v = v + opts["eta"] * ((z - source.to(z.dtype)) / float(ts[j]) - v)
+        z = z + float(ts[j + 1] - ts[j]) * v
+        traj.done(j, j + 1, z)
+    return z

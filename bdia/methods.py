@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import loops, steps
 from .errors import InvalidTypeError, InvalidValueError, UnknownOptionError
-from .exactness import DEFAULT_TOLERANCE, auto_gamma
+from .exactness import auto_gamma
 from .flow import FlowMatchSchedule
-from .lattice import check_lattice_option
+from .options import (AUTO, CONTROLLER, EARLY_STOP, EARLY_STOP_GROWTH, ETA, GAMMA, INNER_STEPS, LATTICE, LEAPFROG, LR,
+                      SEED, START, STOP, TOLERANCE, Option, P)
 from .schedules import VPSchedule, edm_variables
 
 if TYPE_CHECKING:
@@ -40,115 +41,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Option", "Calls", "Method", "REGISTRY", "METHODS", "INVERTIBLE_METHODS", "get_method",
            "method_defaults", "rounding_amplification", "AUTO", "MethodSpec", "parse_methods"]
-
-
-# ---------------------------------------------------------------------------------------------------
-# option checks: each takes the value and the options resolved before it, returns the normalised value
-
-
-def _check_gamma(value, resolved: dict):
-    if isinstance(value, str) and value.strip().lower() == AUTO:
-        return AUTO
-    try:
-        gamma = float(value)
-    except (TypeError, ValueError):
-        raise InvalidTypeError(f"gamma must be a number in [0, 1] or 'auto', got {value!r}") from None
-    if not 0.0 <= gamma <= 1.0:  # also rejects nan
-        raise InvalidValueError(f"gamma must be in [0, 1] (paper eq. 29) or 'auto', got {gamma}")
-    return gamma
-
-
-def _check_tolerance(value, resolved: dict):
-    if value is None:
-        return DEFAULT_TOLERANCE if resolved.get("gamma") == AUTO else None
-    if resolved.get("gamma") != AUTO:
-        raise InvalidValueError(f"tolerance={value!r} is the round-trip error that gamma='auto' chooses its gamma for; "
-                                f"with gamma={resolved.get('gamma')!r} it would do nothing: pass gamma='auto' or drop it")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise InvalidValueError(f"tolerance must be a relative round-trip error in (0, 1), e.g. 1e-6; got {value!r}")
-    return float(value)
-
-
-def _check_lattice(value, resolved: dict):
-    return check_lattice_option(value, resolved["gamma"])
-
-
-def _check_p(value, resolved: dict) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidTypeError(f"EDICT mixing weight p must be a number in (0, 1], got {value!r}")
-    if not 0.0 < float(value) <= 1.0:
-        raise InvalidValueError(f"EDICT mixing weight p must be in (0, 1], got {float(value)}")
-    return float(value)
-
-
-def _positive_int(name):
-    def check(value, resolved: dict) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
-            raise InvalidValueError(f"{name} must be a positive integer, got {value!r}")
-        return int(value)
-
-    return check
-
-
-def _positive_float(name):
-    def check(value, resolved: dict) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise InvalidValueError(f"{name} must be a positive number, got {value!r}")
-        return float(value)
-
-    return check
-
-
-def _non_negative_float(name):
-    def check(value, resolved: dict) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise InvalidValueError(f"{name} must be a number >= 0, got {value!r}")
-        return float(value)
-
-    return check
-
-
-def _check_seed(value, resolved: dict) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 0:
-        raise InvalidValueError(f"seed must be an integer >= 0, got {value!r}")
-    return int(value)
-
-
-def _check_leapfrog(value, resolved: dict) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidTypeError(f"leapfrog must be True or False, got {value!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class Option:
-    """A method option: its default, its check (value, options resolved so far) -> normalised value, and a line
-    of documentation."""
-
-    default: Any
-    check: Callable[[Any, dict], Any]
-    doc: str
-
-
-#: ``gamma="auto"``: the smallest gamma whose inversion stays exact within ``tolerance``
-#: (:func:`bdia.exactness.auto_gamma`)
-AUTO = "auto"
-
-GAMMA = Option(1.0, _check_gamma, "BDIA's mixing weight in [0, 1] (paper eq. 29); 0 is DDIM, inversion needs > 0; "
-               "'auto' picks the smallest that inverts within tolerance (bdia.auto_gamma)")
-TOLERANCE = Option(None, _check_tolerance, "gamma='auto': the relative round-trip error to keep within (default 1e-6)")
-LATTICE = Option(None, _check_lattice, "True or a spacing 2**-k: states on a dyadic lattice, bit-exact (gamma = 1)")
-P = Option(0.93, _check_p, "EDICT's mixing weight in (0, 1]")
-LEAPFROG = Option(True, _check_leapfrog, "EDICT: swap the half-steps' order on every other step (reference code)")
-
-
-SEED = Option(0, _check_seed, "ddpm-inversion: the seed of the noise drawn for each timestep (and for sampling)")
-INNER_STEPS = Option(10, _positive_int("inner_steps"), "null-text: Adam steps per diffusion step")
-LR = Option(1e-2, _positive_float("lr"), "null-text: Adam's learning rate at the noisy end (decays by 1% a step)")
-EARLY_STOP = Option(1e-5, _non_negative_float("early_stop"),
-                    "null-text: stop a step's optimisation below this loss (plus early_stop_growth per step)")
-EARLY_STOP_GROWTH = Option(2e-5, _non_negative_float("early_stop_growth"),
-                           "null-text: how much the early-stop loss grows per step (the reference code's 2e-5)")
 
 
 @dataclass(frozen=True)
@@ -210,6 +102,8 @@ class Method:
     #: whether regenerating its state under another condition edits; False for a method whose regeneration pins
     #: the source branch (Direct Inversion), which edits only beside that branch, with a control
     edits_alone: bool = True
+    #: options a regeneration sets for itself (RF-Inversion's edit controller), never held against the inversion's
+    regeneration_options: tuple = ()
 
     @property
     def invertible(self) -> bool:
@@ -381,6 +275,15 @@ REGISTRY: dict[str, Method] = {
         calls=Calls(sample=_per_step(1), invert=_per_step(1), reconstruct=_per_step(1)),
         options={"seed": SEED}, state=("z_K",), exact=True, stored=lambda k: k + 1, schedules=(VPSchedule,),
         schedules_why="DDPM's posterior step is written for a variance-preserving schedule"),
+    "rf-inversion": Method(
+        "rf-inversion", "RF-Inversion (Rout et al. 2025): Euler steps of a rectified flow with a controller, toward "
+        "a fixed noise sample when inverting and toward the source image for the first steps of an edit; approximate",
+        sample=loops.sample_rf, invert=loops.invert_rf,
+        calls=Calls(sample=_per_step(1), invert=_per_step(1), reconstruct=_per_step(1)),
+        options={"controller": CONTROLLER, "eta": ETA, "start": START, "stop": STOP, "seed": SEED},
+        stored=lambda k: 2, family="flow", limits_x0=False, schedules=(FlowMatchSchedule,),
+        schedules_why="its controllers follow the straight lines of a rectified flow",
+        regeneration_options=("eta", "start", "stop")),
     "direct-inversion": Method(
         "direct-inversion", "Direct Inversion (Ju et al. 2024): DDIM inversion keeping its trajectory; the source "
         "branch is pinned to it after every step, so it regenerates the source exactly, and the edit beside it is "

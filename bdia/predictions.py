@@ -36,7 +36,7 @@ from .errors import InvalidTypeError, InvalidValueError
 from .schedules import Level
 from .steps import x0_prediction
 
-__all__ = ["PREDICTION_TYPES", "Prediction", "DynamicThresholding", "PredictionConfig", "EPSILON",
+__all__ = ["PREDICTION_TYPES", "Prediction", "DynamicThresholding", "PredictionConfig", "EPSILON", "VELOCITY",
            "prediction_config", "with_prediction", "PredictionModel", "dynamic_threshold"]
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "velocity")
@@ -151,6 +151,8 @@ class PredictionConfig:
 
 #: what a plain callable returns: eps, unlimited
 EPSILON = PredictionConfig()
+#: a rectified flow's velocity ``v = eps - x`` (dz/dt on the linear path)
+VELOCITY = PredictionConfig("velocity")
 
 
 def prediction_config(model) -> PredictionConfig:

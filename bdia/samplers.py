@@ -435,7 +435,7 @@ def _check_state(state: InversionState, record: Method, num_steps: int, explicit
         if key == "lattice" and state.latents and state.dtype in MANTISSA_BITS:
             # compare what the request resolves to for this state (lattice=True is the spacing the inversion chose)
             value = resolve_lattice(value, state.dtype, schedule, num_steps)
-        if key in state.options and state.options[key] != value:
+        if key in state.options and state.options[key] != value and key not in record.regeneration_options:
             raise InvalidValueError(f"option mismatch: the state was inverted with {key}={state.options[key]!r}, "
                                     f"reconstruction asked for {key}={value!r}")
     if len(state.latents) != len(record.state):

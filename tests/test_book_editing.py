@@ -347,7 +347,7 @@ def test_the_front_keeps_what_nothing_beats_on_both_axes_and_costs_come_from_cou
     costs = frontier.recipe_costs(wide, edits, committed)
     assert ("BDIA (γ = auto), float64 network 79 network calls and 2 stored latents, its time not in the benchmark"
             in costs) and "1.00 times" not in costs
-    assert "(γ = 0.622, with a float64 copy of the network) is read as the target 85%" in frontier.glance(wide, edits)
+    assert "(γ = 0.622, float64 network) reads as the target 85%" in frontier.glance(wide, edits)
 
 
 def test_an_edict_weight_whose_inversion_overflows_is_a_point_without_an_edit():

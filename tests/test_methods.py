@@ -63,9 +63,10 @@ def test_the_stated_network_calls_are_the_counted_ones(setup, name, num_steps):
             assert len(steps_seen) == record.reconstruction_steps(walked)
             assert len(state.latents) == len(record.state)
             # the latents it keeps: its state, edit-friendly DDPM inversion's noise maps, Direct Inversion's
-            # trajectory
+            # trajectory, RF-Inversion's source
             kept = len(state.latents) + sum(len(state.extras.get(key, ()))
                                             for key in ("noise_maps", "source_trajectory"))
+            kept += "source" in state.extras
             assert record.stored_latents(walked) == kept
     else:
         with pytest.raises(ValueError, match="has no inverse"):

@@ -58,7 +58,7 @@ def test_the_first_cell_holds_the_parameters_as_literals(chapter):
 # a computed sentence names methods; more than four in one sentence reads as a generated list
 METHOD_NAMES = re.compile(
     r"\b(?:BDIA-EDM|BDIA|DDIM(?: inversion)?|EDICT|O-BELM|null-text inversion|negative-prompt inversion|Heun|Euler|"
-    r"FireFlow|the midpoint rule|RF-Solver|ddim|edict|obelm|heun|bdia-edm|bdia)\b(?: \([^)]*\))?", re.I)
+    r"FireFlow|the midpoint rule|RF-Solver|RF-Inversion|ddim|edict|obelm|heun|bdia-edm|bdia)\b(?: \([^)]*\))?", re.I)
 
 
 def method_mentions(sentence: str) -> list[str]:

@@ -4,6 +4,9 @@
 * :func:`train_diffusion_model`: a class-conditional DDPM (diffusers ``UNet2DModel``, DDPM's linear
   schedule, eps-prediction, classifier-free guidance by label dropout). ``python -m bdia train-digits``
   reproduces the shipped weights in ``bdia/weights/digits-unet`` (a few minutes on 2 CPU cores).
+* :func:`train_flow_model`: the same network and recipe as a rectified flow (linear path, velocity prediction);
+  ``python -m bdia train-digits-flow`` reproduces ``bdia/weights/digits-flow``, which
+  :class:`bdia.diffusers.UNetVelocityModel` calls on a :class:`bdia.FlowMatchSchedule`.
 * :class:`DigitClassifier` and :func:`train_classifier`: a small CNN whose penultimate features define
   the Fréchet distance of the ``ci`` profile, as Inception's do for CIFAR10. Its trained weights ship in
   ``bdia/weights/digit-classifier`` (``python -m bdia train-classifier`` reproduces them) and
@@ -27,13 +30,15 @@ from tqdm.auto import tqdm
 from ..errors import MissingFileError
 from ..schedules import VPSchedule
 
-__all__ = ["NUM_CLASSES", "NULL_CLASS", "load_digits_images", "train_test_split", "unet_config",
-           "train_diffusion_model", "shipped_model_path", "DigitClassifier", "train_classifier",
+__all__ = ["NUM_CLASSES", "NULL_CLASS", "FLOW_TRAIN_TIMESTEPS", "load_digits_images", "train_test_split",
+           "unet_config", "train_diffusion_model", "train_flow_model", "shipped_model_path", "shipped_flow_model_path", "DigitClassifier", "train_classifier",
            "shipped_classifier_path", "load_classifier", "save_classifier"]
 
 NUM_CLASSES = 10
 #: the label of the unconditional (dropped) class used for classifier-free guidance
 NULL_CLASS = 10
+#: the flow model's network takes ``t * FLOW_TRAIN_TIMESTEPS`` for ``t`` in [0, 1] (Stable Diffusion 3's scale)
+FLOW_TRAIN_TIMESTEPS = 1000
 
 
 def load_digits_images(dtype=torch.float32) -> tuple[Tensor, Tensor]:
@@ -68,6 +73,11 @@ def unet_config() -> dict:
 def shipped_model_path() -> Path:
     """Folder of the shipped digits model (``config.json`` + safetensors weights)."""
     return Path(str(resources.files("bdia") / "weights" / "digits-unet"))
+
+
+def shipped_flow_model_path() -> Path:
+    """Folder of the shipped digits rectified flow (``config.json`` + safetensors weights, ``training.json``)."""
+    return Path(str(resources.files("bdia") / "weights" / "digits-flow"))
 
 
 def shipped_classifier_path() -> Path:
@@ -106,13 +116,11 @@ def load_classifier(path=None) -> tuple["DigitClassifier", float]:
     return model.eval(), accuracy
 
 
-def train_diffusion_model(steps: int = 2500, batch_size: int = 128, lr: float = 2e-3, p_uncond: float = 0.15,
-                          ema_decay: float = 0.995, seed: int = 0, progress: bool = True):
-    """Train the class-conditional digits DDPM on all 1797 digits; returns the EMA ``UNet2DModel``.
-
-    Loss: ``|| eps_theta(alpha_t x + sigma_t eps, t, c) - eps ||^2`` with ``t`` uniform on DDPM's 1000 steps
-    and the label replaced by :data:`NULL_CLASS` with probability ``p_uncond``.
-    """
+def _train_unet(noised, desc: str, steps: int, batch_size: int, lr: float, p_uncond: float, ema_decay: float,
+                seed: int, progress: bool):
+    """The digits models' training loop: ``noised(x, gen) -> (z, timestep, target)`` says what the network learns
+    from a batch of digits; the labels are dropped to :data:`NULL_CLASS` with probability ``p_uncond``. Returns the
+    EMA ``UNet2DModel``."""
     import copy
 
     from diffusers import UNet2DModel
@@ -120,21 +128,17 @@ def train_diffusion_model(steps: int = 2500, batch_size: int = 128, lr: float = 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     images, labels = load_digits_images()
-    abar = VPSchedule.ddpm().alphas_cumprod.float()
     model = UNet2DModel(**unet_config())
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: min(1.0, (k + 1) / 100) * 0.5 * (1 + math.cos(math.pi * k / steps)))
-    for _ in tqdm(range(steps), desc="training digits DDPM", disable=not progress):
+    for _ in tqdm(range(steps), desc=desc, disable=not progress):
         idx = torch.randint(0, len(images), (batch_size,), generator=gen)
         x, c = images[idx], labels[idx].clone()
         c[torch.rand(batch_size, generator=gen) < p_uncond] = NULL_CLASS
-        t = torch.randint(0, len(abar), (batch_size,), generator=gen)
-        eps = torch.randn(x.shape, generator=gen)
-        a = abar[t].view(-1, 1, 1, 1)
-        z = a.sqrt() * x + (1 - a).sqrt() * eps
-        loss = (model(z, t, class_labels=c).sample - eps).pow(2).mean()
+        z, timestep, target = noised(x, gen)
+        loss = (model(z, timestep, class_labels=c).sample - target).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -143,6 +147,42 @@ def train_diffusion_model(steps: int = 2500, batch_size: int = 128, lr: float = 
             for p_ema, p in zip(ema.parameters(), model.parameters()):
                 p_ema.lerp_(p, 1 - ema_decay)
     return ema.eval()
+
+
+def train_diffusion_model(steps: int = 2500, batch_size: int = 128, lr: float = 2e-3, p_uncond: float = 0.15,
+                          ema_decay: float = 0.995, seed: int = 0, progress: bool = True):
+    """Train the class-conditional digits DDPM on all 1797 digits; returns the EMA ``UNet2DModel``.
+
+    Loss: ``|| eps_theta(alpha_t x + sigma_t eps, t, c) - eps ||^2`` with ``t`` uniform on DDPM's 1000 steps
+    and the label replaced by :data:`NULL_CLASS` with probability ``p_uncond``.
+    """
+    abar = VPSchedule.ddpm().alphas_cumprod.float()
+
+    def noised(x, gen):
+        t = torch.randint(0, len(abar), (len(x),), generator=gen)
+        eps = torch.randn(x.shape, generator=gen)
+        a = abar[t].view(-1, 1, 1, 1)
+        return a.sqrt() * x + (1 - a).sqrt() * eps, t, eps
+
+    return _train_unet(noised, "training digits DDPM", steps, batch_size, lr, p_uncond, ema_decay, seed, progress)
+
+
+def train_flow_model(steps: int = 2500, batch_size: int = 128, lr: float = 2e-3, p_uncond: float = 0.15,
+                     ema_decay: float = 0.995, seed: int = 0, progress: bool = True):
+    """Train the class-conditional digits rectified flow on all 1797 digits (the DDPM's network and recipe, another
+    path); returns the EMA ``UNet2DModel``, to be called through :class:`bdia.diffusers.UNetVelocityModel`.
+
+    Loss: ``|| v_theta((1 - t) x + t eps, 1000 t, c) - (eps - x) ||^2`` with ``t`` uniform on ``[0, 1]`` (the
+    linear path and velocity of rectified flow, Stable Diffusion 3's timestep scale) and the label replaced by
+    :data:`NULL_CLASS` with probability ``p_uncond``.
+    """
+    def noised(x, gen):
+        t = torch.rand(len(x), generator=gen)
+        eps = torch.randn(x.shape, generator=gen)
+        s = t.view(-1, 1, 1, 1)
+        return (1 - s) * x + s * eps, t * FLOW_TRAIN_TIMESTEPS, eps - x
+
+    return _train_unet(noised, "training digits flow", steps, batch_size, lr, p_uncond, ema_decay, seed, progress)
 
 
 class DigitClassifier(nn.Module):
@@ -185,3 +225,4 @@ def train_classifier(seed: int = 0, epochs: int = 30, batch_size: int = 64,
     with torch.no_grad():
         accuracy = (model(images[test]).argmax(-1) == labels[test]).float().mean().item()
     return model, accuracy
+

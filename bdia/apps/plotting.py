@@ -23,6 +23,7 @@ METHOD_COLORS = {
     "negative-prompt": "#7f7f7f",
     "ddpm-inversion": "#aec7e8",
     "direct-inversion": "#c49c94",
+    "rf-inversion": "#98df8a",
     "reference": "#000000",
 }
 # markers and line styles by gamma, so that two gammas of one method never share a look

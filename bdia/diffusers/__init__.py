@@ -6,7 +6,8 @@ predictions, updates, the lattice, the warnings) and honours diffusers' own cont
 * :func:`load_unet`, :func:`load_pipeline`: one loading path for hub ids and local folders, with an
   error that says when a model is not available offline;
 * :class:`UNetEpsModel`, :class:`StableDiffusionEpsModel`: diffusers networks as ``model(z, t) -> eps``,
-  with class labels or text prompts and classifier-free guidance;
+  with class labels or text prompts and classifier-free guidance; :class:`UNetVelocityModel`, a UNet trained as a
+  rectified flow, as ``model(z, t) -> v``;
 * :class:`BDIAScheduler`, :class:`BDIAInverseScheduler`: BDIA-DDIM as a diffusers scheduler, for any
   standard pipeline, and its inversion for a custom loop;
 * :class:`BDIAEditPipeline`: a Stable Diffusion pipeline that inverts real images and regenerates or
@@ -29,8 +30,8 @@ from .flow_scheduler import BDIAFlowMatchInverseScheduler, BDIAFlowMatchSchedule
 from .images import decode_latents, encode_image, pipeline_resolution, prepare_image
 from .loading import (ModelNotAvailableError, cast_network, cast_pipeline, load_pipeline, load_scheduler_config,
                       load_unet, network_copy)
-from .models import (StableDiffusionEpsModel, StableDiffusionXLEpsModel, UNetEpsModel, classifier_free_guidance,
-                     guidance_of, schedule_from_scheduler)
+from .models import (StableDiffusionEpsModel, StableDiffusionXLEpsModel, UNetEpsModel, UNetVelocityModel,
+                     classifier_free_guidance, guidance_of, schedule_from_scheduler)
 from .pipeline import BDIAEditPipeline, BDIAEditXLPipeline
 from .scheduler import BDIAInverseScheduler, BDIAScheduler
 from .tiny import tiny_flux, tiny_stable_diffusion, tiny_stable_diffusion_3, tiny_stable_diffusion_xl
@@ -44,6 +45,7 @@ __all__ = [
     "cast_pipeline",
     "ModelNotAvailableError",
     "UNetEpsModel",
+    "UNetVelocityModel",
     "StableDiffusionEpsModel",
     "classifier_free_guidance",
     "schedule_from_scheduler",

@@ -15,13 +15,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..predictions import PredictionConfig
+from ..predictions import VELOCITY
 from .edit_tools import expand_prompts
 from .models import classifier_free_guidance
 
 __all__ = ["SD3VelocityModel", "FluxVelocityModel", "pack_latents", "unpack_latents", "latent_token_ids"]
-
-VELOCITY = PredictionConfig("velocity")
 
 
 def pack_latents(z: Tensor) -> Tensor:

@@ -37,13 +37,12 @@ from ..exactness import warn_amplified, warn_half_precision
 from ..flow import FlowMatchSchedule
 from ..lattice import check_lattice_range, resolve_lattice
 from ..methods import REGISTRY, rounding_amplification
-from ..predictions import PredictionConfig
+from ..predictions import VELOCITY
 from ..samplers import InversionState
 from .stepping import SchedulerStepping
 
 __all__ = ["BDIAFlowMatchScheduler", "BDIAFlowMatchInverseScheduler", "BDIAFlowMatchSchedulerOutput"]
 
-_VELOCITY = PredictionConfig("velocity")
 
 
 @dataclass
@@ -246,7 +245,7 @@ class BDIAFlowMatchScheduler(SchedulerStepping, SchedulerMixin, ConfigMixin):
         if lattice is not None:
             z = steps.lattice_round(z, lattice)
         level = self._schedule.level(sigma)
-        x0, eps = _VELOCITY.convert(model_output.to(z.dtype), z, level)
+        x0, eps = VELOCITY.convert(model_output.to(z.dtype), z, level)
         j = self._grid.index(sigma)
         continues = self._noisier is not None and j > 0 and self._noisier[1] == self._grid[j - 1]
         if continues:
@@ -321,7 +320,7 @@ class BDIAFlowMatchInverseScheduler(BDIAFlowMatchScheduler):
             if m + 1 >= len(up):
                 raise InvalidValueError(f"all {self.num_inference_steps} inversion steps are done; read "
                                         "inversion_state()")
-            x0, eps = _VELOCITY.convert(velocity, z, self._schedule.level(up[m]))
+            x0, eps = VELOCITY.convert(velocity, z, self._schedule.level(up[m]))
             noisier, cleaner = self._schedule.level(up[m + 1]), self._schedule.level(up[m - 1])
             if lattice is not None:
                 increment = steps.bdia_increment_from_prediction(x0, eps, noisier, cleaner)
@@ -332,7 +331,7 @@ class BDIAFlowMatchInverseScheduler(BDIAFlowMatchScheduler):
         else:
             if m is None or m == 0:
                 raise InvalidValueError(f"timestep {float(timestep):g} is not a grid point above the data end")
-            x0, eps = _VELOCITY.convert(velocity, z, self._schedule.level(up[m - 1]))
+            x0, eps = VELOCITY.convert(velocity, z, self._schedule.level(up[m - 1]))
             new = steps.ddim_from_prediction(x0, eps, self._schedule.level(up[m]))
             if lattice is not None:
                 new = steps.lattice_round(new, lattice)

@@ -14,10 +14,10 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidValueError
-from ..predictions import EPSILON, PredictionConfig
+from ..predictions import EPSILON, VELOCITY, PredictionConfig
 from ..schedules import VPSchedule
 
-__all__ = ["UNetEpsModel", "StableDiffusionEpsModel", "StableDiffusionXLEpsModel", "schedule_from_scheduler",
+__all__ = ["UNetEpsModel", "UNetVelocityModel", "StableDiffusionEpsModel", "StableDiffusionXLEpsModel", "schedule_from_scheduler",
            "classifier_free_guidance", "guidance_of"]
 
 _V_PREDICTION = PredictionConfig("v_prediction")
@@ -145,6 +145,10 @@ class UNetEpsModel(_EpsBase):
             raise InvalidValueError("classifier-free guidance needs class_labels")
         self.class_labels, self.guidance_scale, self.null_class = class_labels, guidance_scale, null_class
 
+    def _timestep(self, t):
+        """The network's timestep for the core's time ``t`` (the same number on a VP schedule)."""
+        return t
+
     def _labels(self, batch: int, device) -> Tensor | None:
         if self.class_labels is None:
             return None
@@ -173,22 +177,22 @@ class UNetEpsModel(_EpsBase):
     def conditional(self, z: Tensor, t) -> Tensor:
         with torch.no_grad():
             x = z.to(next(self.network.parameters()).dtype)
-            out = self.network(x, t, class_labels=self._labels(z.shape[0], z.device)).sample
+            out = self.network(x, self._timestep(t), class_labels=self._labels(z.shape[0], z.device)).sample
         return self._to_eps(out, z, t)
 
     def unconditional(self, z: Tensor, t, null_embedding: Tensor) -> Tensor:
         x = z.to(next(self.network.parameters()).dtype)
         null = torch.full((z.shape[0],), self.null_class, device=z.device)
         with _frozen(self.network), _class_embedding_rows(self.network, null_embedding):
-            out = self.network(x, t, class_labels=null).sample
+            out = self.network(x, self._timestep(t), class_labels=null).sample
         return self._to_eps(out, z, t)
 
     def guided(self, z: Tensor, t, null_embedding: Tensor) -> Tensor:
         labels = self._labels(z.shape[0], z.device)
         x = z.to(next(self.network.parameters()).dtype)
         with torch.no_grad(), _class_embedding_rows(self.network, null_embedding):
-            out = self.network(torch.cat([x, x]), t, class_labels=torch.cat([torch.full_like(labels, self.null_class),
-                                                                             labels])).sample
+            out = self.network(torch.cat([x, x]), self._timestep(t),
+                               class_labels=torch.cat([torch.full_like(labels, self.null_class), labels])).sample
         return self._to_eps(classifier_free_guidance(out, self.guidance_scale), z, t)
 
     @torch.no_grad()
@@ -198,11 +202,28 @@ class UNetEpsModel(_EpsBase):
         x = z.to(net_dtype)
         if _guided(self.guidance_scale):
             null = torch.full_like(labels, self.null_class)
-            out = self.network(torch.cat([x, x]), t, class_labels=torch.cat([null, labels])).sample
+            out = self.network(torch.cat([x, x]), self._timestep(t), class_labels=torch.cat([null, labels])).sample
             out = classifier_free_guidance(out, self.guidance_scale)
         else:
-            out = self.network(x, t, class_labels=labels).sample
+            out = self.network(x, self._timestep(t), class_labels=labels).sample
         return self._to_eps(out, z, t)
+
+
+class UNetVelocityModel(UNetEpsModel):
+    """A diffusers ``UNet2DModel`` trained on the rectified flow's linear path, ``z_t = (1 - t) x + t eps``, to
+    predict the velocity ``v = eps - x``, as ``model(z, t) -> v`` for a :class:`~bdia.FlowMatchSchedule` (``t`` in
+    ``[0, 1]``; declared as a velocity model, :func:`bdia.from_velocity`). The network takes
+    ``t * num_train_timesteps``, as Stable Diffusion 3's transformer does. Labels and classifier-free guidance as
+    :class:`UNetEpsModel` (guidance mixes velocities as it mixes eps: both are affine in the prediction)."""
+
+    def __init__(self, unet, class_labels: Tensor | None = None, guidance_scale: float = 1.0,
+                 null_class: int | None = None, num_train_timesteps: int = 1000):
+        super().__init__(unet, class_labels, guidance_scale, null_class, follow_clipping=False)
+        self.prediction_type, self.prediction = "velocity", VELOCITY
+        self.num_train_timesteps = int(num_train_timesteps)
+
+    def _timestep(self, t):
+        return t * self.num_train_timesteps
 
 
 class StableDiffusionEpsModel(_EpsBase):

@@ -20,6 +20,7 @@ import torch
 from ... import steps
 from ...exactness import ExactnessWarning
 from ...experiments import relative_error, round_trip
+from ...flow import FlowMatchSchedule
 from ...methods import MethodSpec
 from ...models import CountingModel
 from ...samplers import InversionState, invert, inverted_steps, sample
@@ -32,12 +33,13 @@ __all__ = ["EDIT_SPECS", "PUBLISHED_FIRST_STEP", "FRESH", "control_name", "mean_
            "digit_edits", "null_text_effort", "null_text_verdict", "edit_verdict", "published_bug_verdict",
            "plot_edits"]
 
-def guided_digits(unet, labels, guidance: float):
-    """The digits UNet as a model guided at ``guidance`` towards ``labels`` (one per digit), against its null class."""
-    from ...diffusers import UNetEpsModel
+def guided_digits(unet, labels, guidance: float, flow: bool = False):
+    """The digits UNet as a model guided at ``guidance`` towards ``labels`` (one per digit), against its null class:
+    the DDPM's eps, or with ``flow`` the digits flow's velocity."""
+    from ...diffusers import UNetEpsModel, UNetVelocityModel
     from ..digits import NULL_CLASS
 
-    return UNetEpsModel(unet, labels, guidance_scale=guidance, null_class=NULL_CLASS)
+    return (UNetVelocityModel if flow else UNetEpsModel)(unet, labels, guidance_scale=guidance, null_class=NULL_CLASS)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -244,8 +246,13 @@ def digit_edits(unet, classifier, images, sources, targets, schedule, num_steps:
 
     rows, edited = [], {}
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    flow = isinstance(schedule, FlowMatchSchedule)  # on a flow's schedule the digits network is the flow model
+
+    def guided(labels, guidance):
+        return guided_digits(unet, labels, guidance, flow)
+
     for guidance in guidances:
-        source_model, target_model = guided_digits(unet, sources, guidance), guided_digits(unet, targets, guidance)
+        source_model, target_model = guided(sources, guidance), guided(targets, guidance)
         for text in specs:
             with warnings.catch_warnings():  # the published first step grows the latent: that is what it shows
                 warnings.simplefilter("ignore", ExactnessWarning)
@@ -256,7 +263,7 @@ def digit_edits(unet, classifier, images, sources, targets, schedule, num_steps:
                 counting = CountingModel(target_model)
                 out, label, branches = sample(counting, run.state, schedule, num_steps, method), run.label, 1
             else:
-                counting = CountingModel(guided_digits(unet, torch.cat([sources, targets]), guidance))
+                counting = CountingModel(guided(torch.cat([sources, targets]), guidance))
                 out = sample(counting, run.state, schedule, num_steps, method, control=control)[len(x):]
                 label, branches = f"{run.label} + {control_name(control)}", 2
             edited[label, guidance] = out.float()

@@ -17,14 +17,20 @@ from ...ode import solve_flow
 from ...steps import lattice_round
 from ...toy import two_moons_mixture
 from . import join_names
+from .wording import cap, short_name
 
 __all__ = ["glance", "ACCURACY_SPECS", "exact_flow", "accuracy", "fitted_orders", "accuracy_verdict", "round_trips",
            "round_trip_verdict", "parasitic_growth", "parasitic_verdict", "pipeline_round_trips", "pipeline_summary",
-           "pipeline_verdict", "plot_accuracy", "plot_pipeline"]
+           "pipeline_verdict", "plot_accuracy", "plot_pipeline", "SAMPLING_SPECS", "trained_flow_sampling",
+           "trained_flow_summary", "trained_flow_verdict", "plot_trained_flow", "EDIT_BASELINES", "flow_edit_verdict"]
 
 #: the methods of the accuracy study: Euler (= DDIM), BDIA at four gammas, O-BELM, RF-Solver, FireFlow, EDICT
 ACCURACY_SPECS = ("ddim", "bdia:gamma=1.0", "bdia:gamma=0.96", "bdia:gamma=0.8", "bdia:gamma=0.5", "obelm",
                   "midpoint", "fireflow", "edict")
+
+
+#: the methods sampled from the trained digits flow: Euler, BDIA at three gammas, O-BELM, RF-Solver and FireFlow
+SAMPLING_SPECS = ("ddim", "bdia:gamma=1.0", "bdia:gamma=0.8", "bdia:gamma=0.5", "obelm", "midpoint", "fireflow")
 
 
 def exact_flow(shift: float = 3.0, std: float = 0.08):
@@ -269,12 +275,210 @@ def plot_pipeline(rows, source, profile: str, weights: str):
     return fig
 
 
-def glance(trips, pipeline_table, bound: float = 1e-10) -> str:
-    """Chapter 7's finding in one sentence, for the results table of the introduction."""
+def glance(trips, pipeline_table, bound: float = 1e-10, sampled=None) -> str:
+    """Chapter 7's finding in one sentence, for the results table of the introduction (and, given the trained flow's
+    samples ``sampled``, a second: how BDIA's best γ samples against Euler at the smallest budget)."""
     families = [c for c in pipeline_table.columns if not c.startswith("calls")]
     bdia = float(pipeline_table.loc["bdia (γ=1)", families].max())
     exact = trips.loc["bdia (γ=1)", "float64"] < 1e-12
     missed = [_name(m) for m in ("midpoint", "fireflow") if m in trips.index and trips.loc[m, "float64"] >= 1e-6]
-    return (f"Beyond the paper: BDIA inverts rectified flows {'exactly' if exact and bdia < bound else 'approximately'} "
+    text = (f"Beyond the paper: BDIA inverts rectified flows {'exactly' if exact and bdia < bound else 'approximately'} "
             f"at one velocity call per step (through the {join_names(families)} pipelines to {bdia:.0e})"
             + (f", where {join_names(missed)} miss{'es' if len(missed) == 1 else ''} by far more." if missed else "."))
+    if sampled is None:
+        return text
+    summary = trained_flow_summary(sampled)
+    budget = int(summary["budget"].min())
+    at = summary[summary["budget"] == budget].set_index("method")
+    gammas = at[at.index.str.startswith("bdia")]
+    best, euler = gammas["Fréchet distance"].idxmin(), at.loc["ddim"]
+    margin = 2 * max(gammas.loc[best, "seed spread"], euler["seed spread"])
+    diff = gammas.loc[best, "Fréchet distance"] - euler["Fréchet distance"]
+    how = "better than" if diff < -margin else "worse than" if diff > margin else "as well as"
+    return text + f" On a trained digits flow its best γ samples {how} Euler at {budget} calls."
+
+
+def trained_flow_sampling(unet, specs=SAMPLING_SPECS, budgets=(10, 20), per_class: int = 100, seeds=(0, 1, 2),
+                          schedule=None):
+    """Samples of the digits flow (``unet``, through :class:`bdia.diffusers.UNetVelocityModel`, unguided) with each
+    method at each network-call budget, from the same noise per seed (``per_class`` digits of each class), scored
+    by the shipped digit classifier (:func:`bdia.apps.fid.features.digit_sample_scores`). One row per (method,
+    budget, seed):
+    the steps that fit the budget, the calls made, the Fréchet distance to the digits and the share read as their
+    label; ``samples`` holds the first seed's images at the smallest budget per method."""
+    import pandas as pd
+
+    from ...diffusers import UNetVelocityModel
+    from .. import digits
+    from ..fid.features import digit_sample_scores
+
+    schedule = schedule or FlowMatchSchedule()
+    classifier, _ = digits.load_classifier()
+    labels = torch.arange(digits.NUM_CLASSES).repeat_interleave(per_class)
+    model = UNetVelocityModel(unet, labels, num_train_timesteps=digits.FLOW_TRAIN_TIMESTEPS)
+    rows, samples, reference = [], {}, None
+    for seed in seeds:
+        noise = torch.randn(len(labels), 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+        for text in specs:
+            spec = MethodSpec.parse(text)
+            for calls in budgets:
+                steps = spec.record.steps_for_budget(calls)
+                out = sample(model, noise, schedule, steps, spec.method, **spec.options)
+                scores = digit_sample_scores(out, labels, classifier, reference)
+                reference = scores["reference"]
+                rows.append({"method": spec.label, "budget": calls, "steps": steps,
+                             "calls": spec.record.network_calls(steps), "seed": seed,
+                             "frechet distance": scores["frechet distance to the digits"],
+                             "read as their label": scores["read as their label"]})
+                if seed == seeds[0] and calls == min(budgets):
+                    samples[spec.label] = out
+    return pd.DataFrame(rows), samples
+
+
+def trained_flow_summary(table):
+    """Per method and budget: the Fréchet distance's mean over the seeds and its standard deviation, and the share
+    read as their label."""
+    grouped = table.groupby(["method", "budget"], sort=False)
+    summary = grouped.agg(fd=("frechet distance", "mean"), spread=("frechet distance", "std"),
+                          read=("read as their label", "mean")).reset_index()
+    return summary.rename(columns={"fd": "Fréchet distance", "spread": "seed spread",
+                                   "read": "read as their label"})
+
+
+def trained_flow_verdict(table) -> str:
+    """Per budget, which BDIA gammas sample better than Euler by more than twice the seed spread (the standard
+    deviation over the noise seeds, largest of the two methods compared), and where O-BELM, RF-Solver's midpoint
+    rule and FireFlow stand against Euler by the same rule."""
+    summary = trained_flow_summary(table).set_index(["method", "budget"])
+    sentences = []
+    for budget in sorted(set(table["budget"])):
+        at = summary.xs(budget, level="budget")
+        euler = at.loc["ddim"]
+
+        def against(label):
+            margin = 2 * max(at.loc[label, "seed spread"], euler["seed spread"])
+            diff = at.loc[label, "Fréchet distance"] - euler["Fréchet distance"]
+            return "better" if diff < -margin else "worse" if diff > margin else "even"
+
+        gammas = [label for label in at.index if label.startswith("bdia")]
+        verdicts = {label: against(label) for label in at.index if label != "ddim"}
+        better = [label for label in gammas if verdicts[label] == "better"]
+        worse = [label for label in gammas if verdicts[label] == "worse"]
+        text = (f"At {budget} calls Euler reaches a Fréchet distance of {euler['Fréchet distance']:.2f} "
+                f"(seed spread {euler['seed spread']:.2f}); ")
+        if better:
+            text += f"BDIA beats it by more than twice the seed spread at {_gamma_list(better)}"
+            text += f" and loses to it at {_gamma_list(worse)}" if worse else ""
+        else:
+            text += "no BDIA γ tried beats it by more than twice the seed spread"
+            text += f", and BDIA at {_gamma_list(worse)} does worse" if worse else ""
+        others = [label for label in ("obelm", "midpoint", "fireflow") if label in verdicts]
+        groups = {kind: [_name(label) for label in others if verdicts[label] == kind]
+                  for kind in ("better", "even", "worse")}
+        parts = [f"{join_names(names)} {'do' if len(names) > 1 else 'does'} "
+                 + {"better": "better", "even": "as well, within the noise", "worse": "worse"}[kind]
+                 for kind, names in groups.items() if names]
+        sentences.append(text + (". " + cap("; ".join(parts)) if parts else "") + ".")
+    return " ".join(sentences)
+
+
+def _gamma_list(labels) -> str:
+    return "γ = " + join_names(f"{g:g}" for g in sorted(float(m.split("γ=")[1].rstrip(")")) for m in labels))
+
+
+def plot_trained_flow(table, samples, profile: str, shown: int = 12):
+    """Fréchet distance against the budget (mean over seeds, bars: the seed spread), and the first samples of each
+    method at the smallest budget."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting import PAGE_WIDTH, method_style, stamp_profile
+
+    summary = trained_flow_summary(table)
+    fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.3), width_ratios=[1.15, 1])
+    for label, group in summary.groupby("method", sort=False):
+        axes[0].errorbar(group["budget"], group["Fréchet distance"], yerr=group["seed spread"], ms=4, capsize=2,
+                         label=_name(label) if not label.startswith("bdia") else label, **method_style(label))
+    budgets = sorted(set(table["budget"]))
+    axes[0].set(yscale="log", xlabel="network calls", ylabel="Fréchet distance", xticks=budgets)
+    axes[0].set_title("trained digits flow: Fréchet distance", fontsize=8)
+    axes[0].legend(fontsize=6, ncol=2, loc="upper right")
+    rows = []
+    for label, images in samples.items():
+        images = images[::max(1, len(images) // shown)][:shown, 0].float().clamp(-1, 1)
+        rows.append(torch.cat(list(torch.nn.functional.pad(images, (1, 1, 1, 1), value=-1.0)), dim=1))
+    axes[1].imshow(torch.cat(rows, dim=0), cmap="gray_r")
+    axes[1].set_yticks([(i + 0.5) * rows[0].shape[0] for i in range(len(rows))], list(samples), fontsize=6.5)
+    axes[1].set_xticks([])
+    axes[1].grid(False)
+    axes[1].set_title(f"samples at {min(budgets)} calls\n(same noise in each column)", fontsize=8)
+    stamp_profile(fig, profile, "digits flow trained by bdia")
+    return fig
+
+
+#: the methods a flow's editing frontier sets beside BDIA's curve: Euler inversion (DDIM's step on a flow),
+#: RF-Inversion, RF-Solver's midpoint rule, FireFlow, EDICT and O-BELM
+EDIT_BASELINES = ("ddim", "rf-inversion", "midpoint", "fireflow", "edict", "obelm")
+
+
+def _flow_name(label: str) -> str:
+    return "Euler inversion" if label == "ddim" else short_name(label)
+
+
+def _grouped(on) -> list[str]:
+    """The points of a front as a sentence names them: a curve's points together (``BDIA at γ = 0.5 and 0.4``)."""
+    from .frontier import AUTO_FLOAT64
+
+    auto = {"bdia (γ=auto)": "auto", AUTO_FLOAT64: "auto with a float64 network"}
+    names, rest = [], list(on.index)
+    for prefix, key, name in (("bdia (γ=", "gamma", "BDIA at γ = "), ("edict (p=", "p", "EDICT at p = ")):
+        curve = [label for label in rest if label.startswith(prefix)]
+        if curve:
+            names.append(name + join_names(auto.get(label, f"{on.loc[label, key]:g}") for label in curve))
+            rest = [label for label in rest if label not in curve]
+    return names + [_flow_name(label) for label in rest]
+
+
+def flow_edit_verdict(front, baselines) -> str:
+    """Per panel of a flow's editing frontier (:func:`bdia.apps.book.frontier.frontier_runs` with
+    :data:`EDIT_BASELINES`): the exact BDIA edit read as the target most often, against Euler inversion's and
+    RF-Inversion's edits on both axes, and the recipes no other beats on both axes."""
+    import pandas as pd
+
+    from . import frontier
+
+    sentences = []
+    for steps, guidance, group in frontier.panels(front):
+        where = f"At guidance {guidance:g} and {steps} steps"
+        base = baselines[(baselines["guidance"] == guidance) & (baselines["steps"] == steps)]
+        rows = {label: base[base["method"] == label].iloc[0] for label in ("ddim", "rf-inversion")
+                if (base["method"] == label).any()}
+        best = frontier.best_exact(group[group["method"].str.startswith("bdia")])
+        if best is None:
+            text = f"{where} no γ tried inverts within {frontier.EXACT:g}"
+        else:
+            network = (", chosen by gamma='auto' for a float64 network" if best["method"] == frontier.AUTO_FLOAT64
+                       else "")
+            text = (f"{where} the best exact BDIA edit is at γ = {best['gamma']:.3g} (round trip "
+                    f"{best['reconstruction error']:.0e}{network}): read as the target {best['edit success']:.0%} of "
+                    "the time at "
+                    f"a distance of {best['feature distance']:.1f} from its source")
+            if rows:
+                text += ", against " + join_names(f"{_flow_name(label)}'s {row['edit success']:.0%} at "
+                                                  f"{row['feature distance']:.1f}" for label, row in rows.items())
+                won = [_flow_name(label) for label, row in rows.items() if frontier.beats(best, row)]
+                lost = [_flow_name(label) for label, row in rows.items() if not frontier.beats(best, row)]
+                if won:
+                    text += f"; it beats {join_names(won)} on both axes"
+                    text += f" but not {join_names(lost)}" if lost else ""
+                else:
+                    text += ("; it beats neither " + " nor ".join(lost) if len(lost) == 2 else
+                             f"; it does not beat {join_names(lost)}") + " on both axes"
+        points = pd.concat([group, base[base["method"].isin(EDIT_BASELINES)]], ignore_index=True)
+        on = points.set_index("method").loc[frontier.pareto_labels(points)].sort_values("edit success",
+                                                                                          ascending=False)
+        exact = [label for label, row in on.iterrows() if row["reconstruction error"] <= frontier.EXACT]
+        text += (f". On the front: {join_names(_grouped(on))}"
+                 + (" (all exact)." if len(exact) == len(on) else " (none exact)." if not exact else
+                    f" ({len(exact)} of its {len(on)} points exact)."))
+        sentences.append(text)
+    return " ".join(sentences)

@@ -19,8 +19,8 @@ from . import join_names
 from .editing import digit_edits
 from .wording import FRESH, cap, short_name
 
-__all__ = ["EXACT", "BASELINES", "AUTO_FLOAT64", "gamma_frontier", "frontier_runs", "frontier_verdict",
-           "best_exact_gamma", "pareto_labels", "front_verdict", "recipe_costs", "control_verdict", "glance",
+__all__ = ["EXACT", "BASELINES", "AUTO_FLOAT64", "gamma_frontier", "frontier_runs", "panels", "beats", "best_exact",
+           "frontier_verdict", "best_exact_gamma", "pareto_labels", "front_verdict", "recipe_costs", "control_verdict", "glance",
            "plot_frontier"]
 
 #: the round trip below which a recipe counts as exact in this chapter (the issue's bar)
@@ -64,14 +64,14 @@ BASELINES = ("ddim", "null-text", "negative-prompt", "ddpm-inversion", "edict", 
 
 
 def frontier_runs(unet, classifier, images, sources, targets, schedule, strength: float, panels, gammas, edits,
-                  ps=()):
+                  ps=(), baselines=BASELINES):
     """The frontier's panels, each ``(steps, guidance)``: :func:`gamma_frontier` per step count (EDICT at each of
     ``ps`` too), and the baselines
-    (:data:`BASELINES`) of each panel, taken from the benchmark table ``edits`` where it ran that step count and
+    (``baselines``, by default :data:`BASELINES`) of each panel, taken from the benchmark table ``edits`` where it ran that step count and
     measured here where it did not. Returns ``(frontier, baselines)``."""
     import pandas as pd
 
-    fronts, baselines = [], [edits[edits["method"].isin(BASELINES)]]
+    fronts, measured = [], [edits[edits["method"].isin(baselines)]]
     for steps in sorted({int(n) for n, _ in panels}):
         guidances = sorted({float(g) for n, g in panels if int(n) == steps})
         fronts.append(gamma_frontier(unet, classifier, images, sources, targets, schedule, steps, strength,
@@ -80,12 +80,12 @@ def frontier_runs(unet, classifier, images, sources, targets, schedule, strength
         missing = [g for g in guidances if g not in have]
         if missing:
             table, _ = digit_edits(unet, classifier, images, sources, targets, schedule, steps, strength, missing,
-                                   specs=BASELINES)
-            baselines.append(table[table["method"] != FRESH])
-    return pd.concat(fronts, ignore_index=True), pd.concat(baselines, ignore_index=True)
+                                   specs=baselines)
+            measured.append(table[table["method"] != FRESH])
+    return pd.concat(fronts, ignore_index=True), pd.concat(measured, ignore_index=True)
 
 
-def _panels(table):
+def panels(table):
     """``(steps or None, guidance, rows)`` for each panel of a frontier table, in order."""
     if "steps" not in table:
         return [(None, guidance, group) for guidance, group in table.groupby("guidance", sort=True)]
@@ -114,13 +114,15 @@ def _edict(group):
     return group[group["method"].str.startswith("edict")]
 
 
-def _beats(row, other) -> bool:
+def beats(row, other) -> bool:
     """Whether ``row``'s edits win on both axes against ``other``'s: read as the target at least as often, and
     closer to their source."""
     return row["edit success"] >= other["edit success"] and row["feature distance"] < other["feature distance"]
 
 
-def _best_exact(group):
+def best_exact(group):
+    """The row of ``group`` within the round-trip bar (:data:`EXACT`) read as the target most often, then the closest
+    to its source; None where none is exact."""
     exact = group[group["reconstruction error"] <= EXACT]
     if exact.empty:
         return None
@@ -132,8 +134,8 @@ def frontier_verdict(frontier, edits) -> str:
     target most often, against DDIM inversion, null-text inversion and edit-friendly DDPM inversion (from the
     baselines ``edits``), on both axes; and what ``gamma="auto"`` picked."""
     sentences = []
-    for steps, guidance, group in _panels(frontier):
-        best = _best_exact(_bdia(group))
+    for steps, guidance, group in panels(frontier):
+        best = best_exact(_bdia(group))
         if best is None:
             sentences.append(f"At {_where(steps, guidance)} no gamma tried inverts within {EXACT:g}.")
             continue
@@ -148,16 +150,16 @@ def frontier_verdict(frontier, edits) -> str:
                   for label in ("ddim", "null-text", "ddpm-inversion") for row in [_row(edits, label, steps, guidance)]
                   if row is not None]
         text += f", against {join_names(others)}"
-        wins = _beats(best, ddim)
+        wins = beats(best, ddim)
         text += (": it beats DDIM inversion on both axes." if wins else
                  ": it does not beat DDIM inversion on both axes.")
-        edict, null = _best_exact(_edict(group)), _row(edits, "null-text", steps, guidance)
+        edict, null = best_exact(_edict(group)), _row(edits, "null-text", steps, guidance)
         if edict is not None:
             text += (f" EDICT's best exact edit is at p = {edict['p']:.3g}: {edict['edit success']:.0%} at "
                      f"{edict['feature distance']:.1f}")
             if null is not None:
                 text += (", as often read as the target as null-text inversion's edits or more, and closer to the "
-                         "source." if _beats(edict, null) else ", short of null-text inversion on one axis at least.")
+                         "source." if beats(edict, null) else ", short of null-text inversion on one axis at least.")
             else:
                 text += "."
         sentences.append(text)
@@ -193,15 +195,15 @@ def _trip(error: float) -> str:
     return "exact" if error <= EXACT else f"round trip {error:.0e}"
 
 
-def front_verdict(frontier, edits) -> str:
+def front_verdict(frontier, edits, baselines=BASELINES) -> str:
     """Per panel: which recipes are on the front (every BDIA point and baseline that no other beats on both axes),
     each with its round trip; a clause that starts lower case ("at guidance 3 and 20 steps, ..."), for a page to
     introduce."""
     import pandas as pd
 
     parts = []
-    for steps, guidance, group in _panels(frontier):
-        base = edits[(edits["guidance"] == guidance) & edits["method"].isin(BASELINES)]
+    for steps, guidance, group in panels(frontier):
+        base = edits[(edits["guidance"] == guidance) & edits["method"].isin(baselines)]
         if steps is not None and "steps" in base:
             base = base[base["steps"] == steps]
         points = pd.concat([group, base], ignore_index=True)
@@ -231,8 +233,8 @@ def recipe_costs(frontier, edits, committed_rows=None) -> str:
     ``edit`` benchmark (the guided digits model at that step count)."""
     from ...methods import REGISTRY
 
-    steps, guidance, group = _panels(frontier)[-1]
-    best, ddim = _best_exact(_bdia(group)), _row(edits, "ddim", steps, guidance)
+    steps, guidance, group = panels(frontier)[-1]
+    best, ddim = best_exact(_bdia(group)), _row(edits, "ddim", steps, guidance)
     if best is None or ddim is None:
         return ""
     inverted = int(ddim["invert calls"])  # DDIM inversion calls the network once per inverted step
@@ -251,7 +253,7 @@ def recipe_costs(frontier, edits, committed_rows=None) -> str:
         return text + (f", {ratio:.2f} times DDIM inversion's time" if ratio == ratio else "")
 
     parts = [cost(best["method"], best, (sum(bdia_times) / len(bdia_times)) if bdia_times else math.nan)]
-    edict = _best_exact(_edict(group))
+    edict = best_exact(_edict(group))
     if edict is not None:
         parts.append(cost(edict["method"], edict, timed.get("edict", math.nan)))
     for label in ("null-text", "ddpm-inversion"):
@@ -268,7 +270,7 @@ def best_exact_gamma(frontier, guidance: float, steps: int | None = None) -> flo
     match = frontier["guidance"] == guidance
     if steps is not None:
         match &= frontier["steps"] == steps
-    best = _best_exact(_bdia(frontier[match]))
+    best = best_exact(_bdia(frontier[match]))
     return math.nan if best is None else float(best["gamma"])
 
 
@@ -285,7 +287,7 @@ def control_verdict(controlled, edits, frontier) -> str:
 
     plain = pd.concat([edits, frontier], ignore_index=True)
     sentences = []
-    for steps, guidance, group in _panels(controlled):
+    for steps, guidance, group in panels(controlled):
         changes, closer, lower, only = [], 0, 0, []
         control = None
         for _, row in group.iterrows():
@@ -310,11 +312,11 @@ def control_verdict(controlled, edits, frontier) -> str:
                 f"{join_names(changes)}).")
         if only:
             text += f" {cap(join_names(only))}."
-        best, ddim = _best_exact(group), _row(plain, "ddim", steps, guidance)
+        best, ddim = best_exact(group), _row(plain, "ddim", steps, guidance)
         if best is not None and ddim is not None:
             method, _ = _split_control(best["method"])
             text += (f" The best exact edit with it, {short_name(method)}'s, "
-                     f"{'beats' if _beats(best, ddim) else 'does not beat'} DDIM inversion's plain edit on both axes.")
+                     f"{'beats' if beats(best, ddim) else 'does not beat'} DDIM inversion's plain edit on both axes.")
         sentences.append(text)
     return " ".join(sentences)
 
@@ -322,18 +324,18 @@ def control_verdict(controlled, edits, frontier) -> str:
 def glance(frontier, edits) -> str:
     """The edit side of chapter 5's finding, for the introduction's results table: in the last panel (the most steps
     at the largest guidance), the best exact BDIA edit against DDIM inversion's."""
-    steps, guidance, group = _panels(frontier)[-1]
-    best, ddim = _best_exact(_bdia(group)), _row(edits, "ddim", steps, guidance)
+    steps, guidance, group = panels(frontier)[-1]
+    best, ddim = best_exact(_bdia(group)), _row(edits, "ddim", steps, guidance)
     if best is None or ddim is None:
         return f"Editing at {_where(steps, guidance)}: no exact BDIA edit to compare."
     side = "closer to" if best["feature distance"] < ddim["feature distance"] else "no closer to"
-    network = ", with a float64 copy of the network" if best["method"] == AUTO_FLOAT64 else ""
-    return (f"Editing at {_where(steps, guidance)}, the best exact BDIA (γ = {best['gamma']:.3g}{network}) is read as the "
-            f"target {best['edit success']:.0%} of the time against DDIM inversion's {ddim['edit success']:.0%}, and "
-            f"is {side} its source.")
+    network = ", float64 network" if best["method"] == AUTO_FLOAT64 else ""
+    return (f"Editing at {_where(steps, guidance)}, the best exact BDIA (γ = {best['gamma']:.3g}{network}) reads as the "
+            f"target {best['edit success']:.0%} of the time to DDIM inversion's {ddim['edit success']:.0%} and is "
+            f"{side} its source.")
 
 
-def plot_frontier(frontier, edits, profile: str, stamp: str, controlled=None):
+def plot_frontier(frontier, edits, profile: str, stamp: str, controlled=None, baselines=BASELINES):
     """Edit success against distance to the source, one panel per guidance (and step count, where the table has
     one): BDIA over gamma and EDICT over p (filled where the round trip is exact, hollow where rounding won),
     ``gamma="auto"``, the baselines (``edits``) as squares, and the edits with a control (``controlled``) as diamonds in their method's
@@ -342,14 +344,14 @@ def plot_frontier(frontier, edits, profile: str, stamp: str, controlled=None):
 
     from ..plotting import PAGE_WIDTH, method_color, stamp_profile
 
-    panels = _panels(frontier)
-    steps_seen, guidances = {p[0] for p in panels}, {p[1] for p in panels}
+    shown = panels(frontier)
+    steps_seen, guidances = {p[0] for p in shown}, {p[1] for p in shown}
     # a full grid of four or more panels reads as a table: step counts down, guidance across
-    rows = len(steps_seen) if len(panels) > 3 and len(steps_seen) * len(guidances) == len(panels) else 1
-    columns = len(panels) // rows
+    rows = len(steps_seen) if len(shown) > 3 and len(steps_seen) * len(guidances) == len(shown) else 1
+    columns = len(shown) // rows
     fig, axes = plt.subplots(rows, columns, figsize=(PAGE_WIDTH, 0.4 + 3.0 * rows), sharey=True, squeeze=False)
     legend = {}
-    for ax, (steps, guidance, group) in zip(axes.flat, panels):
+    for ax, (steps, guidance, group) in zip(axes.flat, shown):
         bdia = _bdia(group)
         for curve, key, name, marker in ((bdia[~bdia["method"].str.startswith("bdia (γ=auto")], "gamma", "bdia", "o"),
                                          (_edict(group), "p", "edict", "^")):
@@ -371,7 +373,7 @@ def plot_frontier(frontier, edits, profile: str, stamp: str, controlled=None):
             if row is not None:
                 name = f"γ=auto ({'float64' if label == AUTO_FLOAT64 else 'float32'} network)"
                 legend[name], = ax.plot(row["feature distance"], row["edit success"], marker, color="black", ms=9)
-        for label in BASELINES:
+        for label in baselines:
             row = _row(edits, label, steps, guidance)
             if row is not None:
                 legend[short_name(label)], = ax.plot(row["feature distance"], row["edit success"], "s",

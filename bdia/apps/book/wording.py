@@ -19,7 +19,8 @@ PUBLISHED_FIRST_STEP = "bdia (γ=0.96), published first step"
 FRESH = "fresh samples"
 _NAMES = {"ddim": "DDIM inversion", "null-text": "null-text inversion", "negative-prompt": "negative-prompt inversion",
           "ddpm-inversion": "edit-friendly DDPM inversion", "direct-inversion": "Direct Inversion", "edict": "EDICT",
-          "obelm": "O-BELM", FRESH: "fresh samples"}
+          "obelm": "O-BELM", "rf-inversion": "RF-Inversion", "midpoint": "the midpoint rule (RF-Solver)",
+          "fireflow": "FireFlow", FRESH: "fresh samples"}
 
 
 def short_name(label: str) -> str:

@@ -26,7 +26,8 @@ from ...lazy import lazy_attributes
 
 _EXPORTS = {
     **dict.fromkeys(["DETECTOR_FILE", "DETECTOR_URL", "Detector", "DigitFeatures", "FeatureStats", "digit_detector",
-                     "frechet_distance", "image_stats", "load_detector", "real_subset_spread", "to_uint8"], "features"),
+                     "digit_sample_scores", "frechet_distance", "image_stats", "load_detector", "real_subset_spread",
+                     "to_uint8"], "features"),
     **dict.fromkeys(["PAPER_MODEL", "PAPER_REFERENCE", "PROFILES", "FIDProfile"], "profiles"),
     "reference_stats": "references",
     **dict.fromkeys(["FIDConfig", "FIDSetup", "EDMNetwork", "WEIGHT_PATTERNS", "config_record", "default_model_id",
@@ -39,7 +40,8 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from .features import (DETECTOR_FILE, DETECTOR_URL, Detector, DigitFeatures, FeatureStats, digit_detector,
-                           frechet_distance, image_stats, load_detector, real_subset_spread, to_uint8)
+                           digit_sample_scores, frechet_distance, image_stats, load_detector, real_subset_spread,
+                           to_uint8)
     from .profiles import PAPER_MODEL, PAPER_REFERENCE, PROFILES, FIDProfile
     from .references import reference_stats
     from .run import (WEIGHT_PATTERNS, EDMNetwork, FIDConfig, FIDSetup, config_record, default_model_id, fingerprint,

@@ -28,7 +28,7 @@ from ..files import sha256_file
 from ..published import DETECTOR_FILE
 
 __all__ = ["frechet_distance", "FeatureStats", "DigitFeatures", "Detector", "image_stats", "digit_detector",
-           "load_detector", "to_uint8", "real_subset_spread", "DETECTOR_URL", "DETECTOR_FILE"]
+           "digit_sample_scores", "load_detector", "to_uint8", "real_subset_spread", "DETECTOR_URL", "DETECTOR_FILE"]
 
 #: NVlabs' TorchScript translation of TF-FID's Inception-v3 (stylegan2-ada-pytorch's metrics); EDM's fid.py
 #: loads the same network from a pickle (``inception-2015-12-05.pkl``), which needs NVlabs' code to unpickle
@@ -237,3 +237,31 @@ def real_subset_spread(detector: Detector, real: Tensor, num_samples: int, seed:
 def to_uint8(x: Tensor) -> Tensor:
     """Images in [-1, 1] as uint8 in [0, 255] (clamped and rounded), as FID implementations expect."""
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+def _digit_feature_stats(images: Tensor, classifier) -> FeatureStats:
+    """The digit classifier's feature statistics of images in [-1, 1], rounded to 8 bits as a saved image would be."""
+    import copy
+
+    features = DigitFeatures(copy.deepcopy(classifier))  # it computes in float64; the caller's stays as it is
+    stats = FeatureStats(features.num_features)
+    stats.update(features(to_uint8(images.detach().cpu().float())))
+    return stats
+
+
+def digit_sample_scores(samples: Tensor, labels: Tensor, classifier=None, reference: FeatureStats | None = None) -> dict:
+    """How the shipped digit classifier (or ``classifier``) reads ``samples`` (``(n, 1, 8, 8)`` in [-1, 1]) drawn for
+    ``labels``: the share it reads as their label, and the Fréchet distance of their features to those of all 1797
+    real digits (chapter 4's measure, on 8-bit images; ``reference``: those statistics, from an earlier call's
+    ``"reference"``, to skip recomputing them)."""
+    from .. import digits
+
+    classifier = classifier if classifier is not None else digits.load_classifier()[0]
+    generated = to_uint8(samples.detach().cpu().float()).float() / 127.5 - 1.0
+    with torch.no_grad():
+        agreement = (classifier(generated).argmax(-1) == labels.cpu()).float().mean().item()
+    if reference is None:
+        reference = _digit_feature_stats(digits.load_digits_images()[0], classifier)
+    distance = _digit_feature_stats(generated, classifier).fid(reference)
+    return {"read as their label": agreement, "frechet distance to the digits": distance,
+            "num_samples": len(samples), "reference": reference}
