@@ -177,6 +177,7 @@ def test_the_colab_install_cell_installs_the_profiles_package(profile, extras, w
                    check=True, capture_output=True)
     weights = sorted(p.relative_to(target).as_posix() for p in (target / "bdia" / "weights").rglob("*.safetensors"))
     assert weights == ["bdia/weights/digit-classifier/model.safetensors",
+                       "bdia/weights/digits-flow/diffusion_pytorch_model.safetensors",
                        "bdia/weights/digits-unet/diffusion_pytorch_model.safetensors"]
 
 
