@@ -7,6 +7,12 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 PROFILE ?= ci
+# chapters executed at once, and re-checked by nbval at once: each runs one torch thread (their `threads`
+# parameter), so two side by side on two cores do not slow each other. The paper profile runs one at a time: the
+# chapters share one GPU's memory.
+JOBS ?= 2
+PAPER_JOBS ?= 1
+nbval_jobs = $(if $(filter-out 1,$(1)),-n $(1) --dist loadfile)
 BIN := $(VENV)/bin
 EXECUTED := _build/executed/notebooks
 
@@ -29,7 +35,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 chapters: $(BIN)/.installed
-	$(BIN)/python book/build.py execute --profile $(PROFILE)
+	$(BIN)/python book/build.py execute --profile $(PROFILE) --jobs $(JOBS)
 
 html: $(BIN)/.installed
 	$(BIN)/python book/build.py html
@@ -49,9 +55,9 @@ tools: $(TOOLS)/.installed
 
 test: $(BIN)/.installed $(TOOLS)/.installed
 	BDIA_REQUIRE_TOOLS=1 $(BIN)/python -m pytest tests --ignore=tests/test_book.py --ignore=tests/test_paper_dryrun.py
-	$(BIN)/python book/build.py execute --profile $(PROFILE)
+	$(BIN)/python book/build.py execute --profile $(PROFILE) --jobs $(JOBS)
 	BDIA_REQUIRE_EXECUTED=1 $(BIN)/python -m pytest tests/test_book.py
-	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider $(EXECUTED)
+	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider $(call nbval_jobs,$(JOBS)) $(EXECUTED)
 	$(BIN)/python book/build.py html
 	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then $(MAKE) check-html; \
 	else echo "NOTE: no chromium on this machine: the browser check of the book was skipped (make chromium installs it)"; fi
@@ -79,8 +85,8 @@ PAPER_CHAPTERS := 04_fid 05_editing 07_rectified_flow
 
 paper: $(BIN)/.installed
 	$(BIN)/python book/build.py execute --profile paper --device $(PAPER_DEVICE) --only $(PAPER_CHAPTERS) \
-		--out $(PAPER_OUT) $(PAPER_PARAMS)
-	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider $(addprefix $(PAPER_OUT)/notebooks/,$(addsuffix .ipynb,$(PAPER_CHAPTERS)))
+		--out $(PAPER_OUT) $(PAPER_PARAMS) --jobs $(PAPER_JOBS)
+	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider $(call nbval_jobs,$(PAPER_JOBS)) $(addprefix $(PAPER_OUT)/notebooks/,$(addsuffix .ipynb,$(PAPER_CHAPTERS)))
 	$(BIN)/python book/build.py collect --executed $(PAPER_OUT) --into $(PAPER_RESULTS) --device $(PAPER_DEVICE)
 
 # The dry run is `make paper` at small sizes on the stand-ins (published architectures, random weights, no network),
@@ -88,12 +94,13 @@ paper: $(BIN)/.installed
 # paper profile. Its numbers are meaningless by design. DRYRUN_DEVICE=cuda runs all of it on a GPU.
 DRYRUN_PARAMS := --params book/params/paper-dryrun.yml
 DRYRUN_DEVICE ?= cpu
+DRYRUN_JOBS ?= $(if $(filter cpu,$(DRYRUN_DEVICE)),$(JOBS),1)
 
 paper-dryrun: $(BIN)/.installed $(STANDINS)/definition.json
 	rm -rf $(DRYRUN) && mkdir -p $(DRYRUN)
 	start=$$(date +%s) && \
 	$(PAPER_ENV) $(MAKE) --no-print-directory paper PAPER_DEVICE=$(DRYRUN_DEVICE) PAPER_OUT=$(DRYRUN) \
-		PAPER_RESULTS=$(DRYRUN)/results PAPER_PARAMS="$(DRYRUN_PARAMS)" && \
+		PAPER_RESULTS=$(DRYRUN)/results PAPER_PARAMS="$(DRYRUN_PARAMS)" PAPER_JOBS=$(DRYRUN_JOBS) && \
 	$(PAPER_ENV) $(BIN)/python -m bdia fid --profile paper --methods ddim bdia:gamma=1.0 heun --calls 4 \
 		--num-samples 8 --batch-size 8 --device $(DRYRUN_DEVICE) --reference $(abspath $(STANDINS))/reference --edm-model $(EDM_STANDIN) \
 		--out $(DRYRUN)/fid && \

@@ -24,7 +24,8 @@ from .trajectory import Trajectory
 __all__ = ["sample_ddim", "invert_ddim", "sample_edict", "invert_edict", "sample_bdia", "invert_bdia",
            "sample_obelm", "invert_obelm", "sample_heun", "sample_bdia_edm", "invert_bdia_edm", "sample_midpoint",
            "invert_midpoint", "sample_fireflow", "invert_fireflow", "invert_null_text", "invert_negative_prompt",
-           "sample_with_null_embeddings", "sample_ddpm", "invert_ddpm", "sample_direct", "invert_direct"]
+           "sample_with_null_embeddings", "sample_ddpm", "invert_ddpm", "sample_direct", "invert_direct",
+           "invert_rf", "sample_rf", "invert_flowedit", "sample_flowedit"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -437,3 +438,42 @@ def sample_rf(traj: Trajectory, latents, opts):
         z = z + float(ts[j + 1] - ts[j]) * v
         traj.done(j, j + 1, z)
     return z
+
+
+# ---------------------------------------------------------------------------------------------------
+# FlowEdit (Kulikov et al., 2025): an edit without inversion, integrating the difference of two velocities
+
+
+def invert_flowedit(traj: Trajectory, x0: Tensor, opts):
+    """FlowEdit's "inversion" is none: it edits from the source image itself, so the state is the source (no
+    network call). The walk is recorded step by step all the same, so that a callback sees the grid it covers."""
+    for j in range(len(traj.ts) - 1):
+        traj.done(j, j + 1, x0)
+    return (x0,)
+
+
+def sample_flowedit(traj: Trajectory, latents, opts):
+    """FlowEdit's edit ODE (Kulikov et al. 2025, its Algorithm 1 with one noise sample per step): the edit
+    ``z`` starts at the source ``x_src`` and moves by ``(t_{j+1} - t_j) (v_tar(z_tar) - v_src(z_src))``, where
+    ``z_src = (1 - t) x_src + t eps`` takes fresh noise ``eps`` at every step (drawn with ``seed``) and
+    ``z_tar = z + z_src - x_src``. The two velocities come from one call on the two-branch batch (the state tiled
+    twice, :meth:`~bdia.InversionState.tile`: the first half is conditioned on the source, the rest on the target);
+    the source rows come back as the source. Alone (an untiled state) there is no target to move toward, and the
+    source comes back with no network call."""
+    (x,) = latents
+    ts = traj.ts
+    rows = x.shape[0] // traj.extras.get("copies", 1)
+    source, z = x[:rows], x[rows:]
+    branches = z.shape[0] // rows
+
+    def beside(t: Tensor) -> Tensor:  # a source-sized tensor for every edit row
+        return t.repeat(branches, *([1] * (t.dim() - 1)))
+
+    draw = _noise(traj, source, opts["seed"])
+    for j in range(len(ts) - 1):
+        if branches:
+            noisy = (1 - float(ts[j])) * source + float(ts[j]) * draw()
+            v = _velocity(traj, torch.cat([noisy, z + beside(noisy - source)]), j)
+            z = z + float(ts[j + 1] - ts[j]) * (v[rows:] - beside(v[:rows]))
+        traj.done(j, j + 1, torch.cat([source, z]))
+    return torch.cat([source, z])

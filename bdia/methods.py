@@ -104,6 +104,11 @@ class Method:
     edits_alone: bool = True
     #: options a regeneration sets for itself (RF-Inversion's edit controller), never held against the inversion's
     regeneration_options: tuple = ()
+    #: whether it edits by evaluating a source branch at every step (FlowEdit): an edit runs on the state tiled
+    #: twice (:meth:`~bdia.InversionState.tile`) with a model conditioned on the sources, then the targets; alone it
+    #: regenerates the source. Such a method has no sampler from noise, and ``calls.sample`` counts an edit's calls
+    #: per image, both branches
+    edits_beside_source: bool = False
 
     @property
     def invertible(self) -> bool:
@@ -291,6 +296,15 @@ REGISTRY: dict[str, Method] = {
         sample=loops.sample_direct, invert=loops.invert_direct,
         calls=Calls(sample=_per_step(1), invert=_per_step(1), reconstruct=_per_step(1)),
         state=("z_K",), exact=True, stored=lambda k: k + 1, edits_alone=False),
+    "flowedit": Method(
+        "flowedit", "FlowEdit (Kulikov et al. 2025): no inversion; the edit starts at the source image and "
+        "integrates the difference of the target's and the source's velocities at noisy versions of the source (fresh "
+        "noise every step), two velocity calls per step (one per branch)",
+        sample=loops.sample_flowedit, invert=loops.invert_flowedit,
+        calls=Calls(sample=_per_step(2), invert=_per_step(0), reconstruct=_per_step(0)),
+        options={"seed": SEED}, state=("x_src",), family="flow", limits_x0=False, schedules=(FlowMatchSchedule,),
+        schedules_why="it noises the source along the straight lines of a rectified flow",
+        edits_beside_source=True),
 }
 
 #: every method's name, in the registry's order

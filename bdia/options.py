@@ -125,7 +125,7 @@ LEAPFROG = Option(True, _check_leapfrog, "EDICT: swap the half-steps' order on e
 
 
 SEED = Option(0, _check_seed, "the seed of the noise a method draws: ddpm-inversion's for each timestep (and for "
-              "sampling), rf-inversion's target noise")
+              "sampling), rf-inversion's target noise, flowedit's noise at each step")
 CONTROLLER = Option(0.5, _fraction("controller"), "rf-inversion: the inversion's controller toward a fixed noise "
                     "sample (the paper's gamma, published 0.5); 0 is Euler inversion")
 ETA = Option(0.9, _fraction("eta"), "rf-inversion: the edit's controller toward the source image (published 0.9); 0 is "

@@ -394,6 +394,10 @@ def sample(model, init, schedule: Schedule, num_steps: int, method: str = "bdia"
         ts = _check_state(init, record, num_steps, explicit, schedule)
         latents = init.latents
     else:
+        if record.edits_beside_source:
+            raise InvalidValueError(f"{method!r} edits a source image and has no sampler from noise: pass the state "
+                                    f"of bdia.invert(model, x0, schedule, num_steps, {method!r}) (the source itself), "
+                                    "tiled twice with the model conditioned on the source, then the target, to edit")
         method_opts, run_opts = _split_options(record, options, inverting=False)
         if method_opts.get("gamma") == AUTO:
             raise InvalidValueError("gamma='auto' chooses the gamma of an inversion (from its steps and precision); "

@@ -133,13 +133,34 @@ def read_params(files) -> dict:
     return params
 
 
-def execute(profile: str, device: str, only: list[str] | None, out: Path | None = None,
-            parameters: dict | None = None) -> int:
-    import os
-
+def _execute_chapter(chapter: str, out_dir: Path, parameters: dict) -> float:
+    """Run one chapter with papermill into ``out_dir``; its seconds. A top-level function: the worker processes
+    of ``execute --jobs`` import it."""
     import nbformat
     import papermill
 
+    name = Path(chapter).name
+    source = out_dir / f"{name}.input.ipynb"
+    nbformat.write(to_notebook(chapter), source)
+    print(f"executing {chapter} (profile={parameters['profile']}, device={parameters['device']})", flush=True)
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(source), str(out_dir / f"{name}.ipynb"), parameters=parameters,
+                                   kernel_name="python3", cwd=str(out_dir), progress_bar=False)
+    finally:
+        source.unlink(missing_ok=True)
+    return time.perf_counter() - start
+
+
+def execute(profile: str, device: str, only: list[str] | None, out: Path | None = None,
+            parameters: dict | None = None, jobs: int = 1) -> int:
+    """Execute the chapters (``only`` those named), ``jobs`` at a time. The chapters run one torch thread each by
+    default, so on two cores two chapters side by side do not slow each other; the longest (by the last recorded
+    timings) start first."""
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    if jobs < 1:
+        raise SystemExit(f"--jobs must be at least 1, got {jobs}")
     # the kernels inherit these: a page shows the experiment, not third-party notices and progress bars
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
@@ -156,25 +177,34 @@ def execute(profile: str, device: str, only: list[str] | None, out: Path | None 
         raise SystemExit(f"no chapter run here ({', '.join(Path(c).name for c in run)}) has the parameter(s) "
                          f"{', '.join(unknown)}; their parameters cells declare "
                          f"{', '.join(sorted(set().union(*declared.values())))}")
-    for chapter in run:
+    # each chapter gets the parameters it declares: one file serves chapters 4, 5 and 7
+    mine = {chapter: {k: v for k, v in (parameters or {}).items() if k in declared[chapter]} for chapter in run}
+
+    def record(chapter, seconds):
         name = Path(chapter).name
-        # each chapter gets the parameters it declares: one file serves chapters 4, 5 and 7
-        mine = {k: v for k, v in (parameters or {}).items() if k in declared[chapter]}
-        source = out_dir / f"{name}.input.ipynb"
-        target = out_dir / f"{name}.ipynb"
-        nbformat.write(to_notebook(chapter), source)
-        print(f"executing {chapter} (profile={profile}, device={device})", flush=True)
-        start = time.perf_counter()
-        try:
-            papermill.execute_notebook(str(source), str(target),
-                                       parameters={"profile": profile, "device": device, **mine},
-                                       kernel_name="python3", cwd=str(out_dir), progress_bar=False)
-        finally:
-            source.unlink(missing_ok=True)
-        seconds = time.perf_counter() - start
-        timings[name] = {"seconds": round(seconds, 1), "profile": profile, "device": device, **mine}
-        print(f"  done in {seconds:.1f} s", flush=True)
+        timings[name] = {"seconds": round(seconds, 1), "profile": profile, "device": device, **mine[chapter]}
+        print(f"  {name} done in {seconds:.1f} s", flush=True)
         timings_path.write_text(json.dumps(timings, indent=2))
+
+    def arguments(chapter):
+        return chapter, out_dir, {"profile": profile, "device": device, **mine[chapter]}
+
+    if jobs == 1:
+        for chapter in run:
+            record(chapter, _execute_chapter(*arguments(chapter)))
+        return 0
+    run.sort(key=lambda c: -timings.get(Path(c).name, {}).get("seconds", 0.0))
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        pending = {pool.submit(_execute_chapter, *arguments(chapter)): chapter for chapter in run}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                chapter = pending.pop(future)
+                if future.exception() is not None:
+                    for other in pending:  # the chapters not started yet; those running finish first
+                        other.cancel()
+                    raise future.exception()
+                record(chapter, future.result())
     return 0
 
 
@@ -310,6 +340,9 @@ def main(argv=None) -> int:
     ex.add_argument("--params", type=Path, action="append", default=[], metavar="FILE",
                     help="a YAML file of papermill parameters (name: value), e.g. book/params/paper-sdxl.yml; "
                          "--param wins over it")
+    ex.add_argument("--jobs", type=int, default=1,
+                    help="chapters executed at once, each in its own kernel (default 1; 2 on two cores: the chapters "
+                         "use one torch thread each unless their `threads` parameter says otherwise)")
     cl = sub.add_parser("collect", help="record what executed paper-profile chapters found (make paper)")
     cl.add_argument("--executed", type=Path, required=True, help="the --out folder of `execute --profile paper`")
     cl.add_argument("--into", type=Path, default=PAPER_RESULTS)
@@ -319,7 +352,8 @@ def main(argv=None) -> int:
     co.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "execute":
-        return execute(args.profile, args.device, args.only, args.out, {**read_params(args.params), **dict(args.param)})
+        return execute(args.profile, args.device, args.only, args.out, {**read_params(args.params), **dict(args.param)},
+                       args.jobs)
     if args.command == "html":
         return html()
     if args.command == "collect":

@@ -305,3 +305,17 @@ def test_the_edit_pipeline_lattice_outputs_and_text_to_image(flow_pipe, cat):
     assert torch.equal(a, b) and a.shape == (1, 4, 16, 16)
     with pytest.raises(TypeError, match="takes a StableDiffusion3Pipeline or a FluxPipeline"):
         BDIAFlowEditPipeline.from_pipe(object())
+
+
+def test_flowedit_edits_through_the_pipeline_beside_its_source_branch(flow_pipe, cat):
+    edit = BDIAFlowEditPipeline.from_pipe(flow_pipe)
+    source = encode_image(flow_pipe, cat)
+    state = edit.invert(cat, "a photo of a cat", 10, strength=0.6, guidance_scale=4.0, method="flowedit",
+                        **_call_kwargs(flow_pipe))
+    assert edit.num_network_calls == 0 and torch.equal(state.z, source)
+    # the source prompt as the target: both branches see the same prompt, so the edit stays at the source up to
+    # rounding; another prompt moves it, at one call on both branches per step
+    same = edit(inversion=state, output_type="latent", **_call_kwargs(flow_pipe)).images
+    assert same.shape == source.shape and relative_error(same, source) < 1e-12
+    other = edit("a photo of a tiger", inversion=state, output_type="latent", **_call_kwargs(flow_pipe)).images
+    assert relative_error(other, source) > 1e-3 and edit.num_network_calls == 6

@@ -44,8 +44,12 @@ def test_the_stated_network_calls_are_the_counted_ones(setup, name, num_steps):
     schedule, model, x0 = setup_for(name, setup)
     record = REGISTRY[name]
     counting = bdia.CountingModel(model)
-    bdia.sample(counting, torch.randn_like(x0), schedule, num_steps, name)
-    assert counting.calls == record.network_calls(num_steps, "sample")
+    if record.edits_beside_source:  # an edit, not a sampler: one call on the two-branch batch is one per branch
+        bdia.sample(counting, bdia.invert(model, x0, schedule, num_steps, name).tile(2), schedule, num_steps, name)
+        assert 2 * counting.calls == record.network_calls(num_steps, "sample")
+    else:
+        bdia.sample(counting, torch.randn_like(x0), schedule, num_steps, name)
+        assert counting.calls == record.network_calls(num_steps, "sample")
     if record.invertible:
         for strength in (1.0, 0.7):
             counting.reset()
@@ -80,6 +84,10 @@ def test_minimum_steps_and_budgets(setup, name):
     if record.min_steps > 1:
         with pytest.raises(ValueError, match=f"needs at least {record.min_steps} steps"):
             bdia.sample(model, x0, schedule, record.min_steps - 1, name)
+    if record.edits_beside_source:
+        with pytest.raises(ValueError, match="no sampler from noise"):
+            bdia.sample(model, x0, schedule, 4, name)
+        return
     for budget in (4, 10, 11):
         steps = record.steps_for_budget(budget)
         # the most steps within the budget: one more would exceed it

@@ -97,3 +97,10 @@ def test_a_parameter_no_chapter_declares_is_refused_before_anything_runs(tmp_pat
     with pytest.raises(SystemExit, match="no chapter run here \\(04_fid\\) has the parameter\\(s\\) paper_num_sampels"):
         build.execute("paper", "cpu", ["04_fid"], tmp_path, {"paper_num_sampels": 16, "budgets": [4]})
     assert not list(tmp_path.rglob("*.ipynb"))
+
+
+def test_execute_refuses_fewer_than_one_job(tmp_path):
+    build = _build_module()
+    with pytest.raises(SystemExit, match="--jobs must be at least 1, got 0"):
+        build.execute("ci", "cpu", ["01_ddim_to_bdia"], tmp_path, {}, jobs=0)
+    assert not list(tmp_path.rglob("*.ipynb"))

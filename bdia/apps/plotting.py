@@ -24,6 +24,7 @@ METHOD_COLORS = {
     "ddpm-inversion": "#aec7e8",
     "direct-inversion": "#c49c94",
     "rf-inversion": "#98df8a",
+    "flowedit": "#393b79",
     "reference": "#000000",
 }
 # markers and line styles by gamma, so that two gammas of one method never share a look

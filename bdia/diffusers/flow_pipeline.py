@@ -167,9 +167,20 @@ class BDIAFlowEditPipeline:
         if inversion is not None:
             check_edit(inversion, fingerprint(*model.model.embeddings), guidance_scale, prompt)
         schedule = self.schedule(init.shape)
+        beside = inversion is not None and get_method(method).edits_beside_source
+        if beside:  # FlowEdit: the source's prompt on the first half of the batch, the edit's on the second
+            def listed(text):
+                return [text] * batch if isinstance(text, str) else list(text)
+
+            model = CountingModel(self.velocity_model(listed(inversion.conditioning.get("prompt", "")) + listed(prompt),
+                                                      guidance_scale, negative_prompt or "", 2 * batch,
+                                                      max_sequence_length))
+            init = init.tile(2)
         bar, callback = step_callback(self.pipe, total)
         with bar:
             result = sample(model, init, schedule, num_inference_steps, method, callback=callback, **method_options)
+        if beside:
+            result = result[batch:]
         self.num_network_calls = model.calls
         images = result if output_type == "latent" else self.decode(result, output_type)
         self.pipe.maybe_free_model_hooks()

@@ -21,7 +21,7 @@ from ... import steps
 from ...exactness import ExactnessWarning
 from ...experiments import relative_error, round_trip
 from ...flow import FlowMatchSchedule
-from ...methods import MethodSpec
+from ...methods import MethodSpec, get_method
 from ...models import CountingModel
 from ...samplers import InversionState, invert, inverted_steps, sample
 from ...trajectory import expected_rms, rms
@@ -230,7 +230,8 @@ def digit_edits(unet, classifier, images, sources, targets, schedule, num_steps:
 
     With ``control`` (a :mod:`bdia.diffusers.controls` control) each edit runs beside its source branch in one batch
     and takes the control's features: its rows are labelled ``"<method> + <control>"``, its regeneration calls count
-    each branch (one call on both branches is two), and no fresh samples are drawn."""
+    each branch (one call on both branches is two), and no fresh samples are drawn. A method that edits beside its
+    source branch (FlowEdit) always runs so, and has no round trip (it does not invert: NaN)."""
     import pandas as pd
 
     x = images.double()
@@ -258,17 +259,20 @@ def digit_edits(unet, classifier, images, sources, targets, schedule, num_steps:
                 warnings.simplefilter("ignore", ExactnessWarning)
                 run = _invert(source_model, x, schedule, num_steps, strength, text)
             method = run.state.method
-            rec = sample(source_model, run.state, schedule, num_steps, method)
-            if control is None:
+            beside = get_method(method).edits_beside_source  # FlowEdit: no inversion, so no round trip to measure
+            rec = None if beside else sample(source_model, run.state, schedule, num_steps, method)
+            if control is None and not beside:
                 counting = CountingModel(target_model)
                 out, label, branches = sample(counting, run.state, schedule, num_steps, method), run.label, 1
-            else:
+            else:  # the source branch beside the edit, in one batch
                 counting = CountingModel(guided(torch.cat([sources, targets]), guidance))
-                out = sample(counting, run.state, schedule, num_steps, method, control=control)[len(x):]
-                label, branches = f"{run.label} + {control_name(control)}", 2
+                state = run.state if control is not None else run.state.tile(2)
+                out = sample(counting, state, schedule, num_steps, method, control=control)[len(x):]
+                label = run.label if control is None else f"{run.label} + {control_name(control)}"
+                branches = 2
             edited[label, guidance] = out.float()
             rows.append({"method": label, "steps": num_steps, "guidance": guidance,
-                         "reconstruction error": relative_error(rec, x),
+                         "reconstruction error": float("nan") if rec is None else relative_error(rec, x),
                          **scores(out), "latent / noise level": run.state.noise_stats.get("ratio", float("nan")),
                          "gamma": run.state.options.get("gamma", float("nan")),
                          "p": run.state.options.get("p", float("nan")),

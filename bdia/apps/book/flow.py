@@ -22,7 +22,8 @@ from .wording import cap, short_name
 __all__ = ["glance", "ACCURACY_SPECS", "exact_flow", "accuracy", "fitted_orders", "accuracy_verdict", "round_trips",
            "round_trip_verdict", "parasitic_growth", "parasitic_verdict", "pipeline_round_trips", "pipeline_summary",
            "pipeline_verdict", "plot_accuracy", "plot_pipeline", "SAMPLING_SPECS", "trained_flow_sampling",
-           "trained_flow_summary", "trained_flow_verdict", "plot_trained_flow", "EDIT_BASELINES", "flow_edit_verdict"]
+           "trained_flow_summary", "trained_flow_verdict", "plot_trained_flow", "EDIT_BASELINES", "EDIT_RIVALS",
+           "flow_edit_verdict"]
 
 #: the methods of the accuracy study: Euler (= DDIM), BDIA at four gammas, O-BELM, RF-Solver, FireFlow, EDICT
 ACCURACY_SPECS = ("ddim", "bdia:gamma=1.0", "bdia:gamma=0.96", "bdia:gamma=0.8", "bdia:gamma=0.5", "obelm",
@@ -417,7 +418,9 @@ def plot_trained_flow(table, samples, profile: str, shown: int = 12):
 
 #: the methods a flow's editing frontier sets beside BDIA's curve: Euler inversion (DDIM's step on a flow),
 #: RF-Inversion, RF-Solver's midpoint rule, FireFlow, EDICT and O-BELM
-EDIT_BASELINES = ("ddim", "rf-inversion", "midpoint", "fireflow", "edict", "obelm")
+EDIT_BASELINES = ("ddim", "rf-inversion", "flowedit", "midpoint", "fireflow", "edict", "obelm")
+#: the editors a flow's exact edit is held against in the verdict: Euler inversion and the two the field edits with
+EDIT_RIVALS = ("ddim", "rf-inversion", "flowedit")
 
 
 def _flow_name(label: str) -> str:
@@ -440,8 +443,9 @@ def _grouped(on) -> list[str]:
 
 def flow_edit_verdict(front, baselines) -> str:
     """Per panel of a flow's editing frontier (:func:`bdia.apps.book.frontier.frontier_runs` with
-    :data:`EDIT_BASELINES`): the exact BDIA edit read as the target most often, against Euler inversion's and
-    RF-Inversion's edits on both axes, and the recipes no other beats on both axes."""
+    :data:`EDIT_BASELINES`): the exact BDIA edit read as the target most often, against the edits of
+    :data:`EDIT_RIVALS` (Euler inversion, RF-Inversion, FlowEdit) on both axes, and the recipes no other beats on both
+    axes."""
     import pandas as pd
 
     from . import frontier
@@ -450,7 +454,7 @@ def flow_edit_verdict(front, baselines) -> str:
     for steps, guidance, group in frontier.panels(front):
         where = f"At guidance {guidance:g} and {steps} steps"
         base = baselines[(baselines["guidance"] == guidance) & (baselines["steps"] == steps)]
-        rows = {label: base[base["method"] == label].iloc[0] for label in ("ddim", "rf-inversion")
+        rows = {label: base[base["method"] == label].iloc[0] for label in EDIT_RIVALS
                 if (base["method"] == label).any()}
         best = frontier.best_exact(group[group["method"].str.startswith("bdia")])
         if best is None:
@@ -472,6 +476,7 @@ def flow_edit_verdict(front, baselines) -> str:
                     text += f" but not {join_names(lost)}" if lost else ""
                 else:
                     text += ("; it beats neither " + " nor ".join(lost) if len(lost) == 2 else
+                             f"; it beats none of {join_names(lost)}" if len(lost) > 2 else
                              f"; it does not beat {join_names(lost)}") + " on both axes"
         points = pd.concat([group, base[base["method"].isin(EDIT_BASELINES)]], ignore_index=True)
         on = points.set_index("method").loc[frontier.pareto_labels(points)].sort_values("edit success",

@@ -20,7 +20,7 @@ FRESH = "fresh samples"
 _NAMES = {"ddim": "DDIM inversion", "null-text": "null-text inversion", "negative-prompt": "negative-prompt inversion",
           "ddpm-inversion": "edit-friendly DDPM inversion", "direct-inversion": "Direct Inversion", "edict": "EDICT",
           "obelm": "O-BELM", "rf-inversion": "RF-Inversion", "midpoint": "the midpoint rule (RF-Solver)",
-          "fireflow": "FireFlow", FRESH: "fresh samples"}
+          "fireflow": "FireFlow", "flowedit": "FlowEdit", FRESH: "fresh samples"}
 
 
 def short_name(label: str) -> str:
