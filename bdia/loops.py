@@ -456,14 +456,15 @@ def sample_flowedit(traj: Trajectory, latents, opts):
     """FlowEdit's edit ODE (Kulikov et al. 2025, its Algorithm 1 with one noise sample per step): the edit
     ``z`` starts at the source ``x_src`` and moves by ``(t_{j+1} - t_j) (v_tar(z_tar) - v_src(z_src))``, where
     ``z_src = (1 - t) x_src + t eps`` takes fresh noise ``eps`` at every step (drawn with ``seed``) and
-    ``z_tar = z + z_src - x_src``. The two velocities come from one call on the two-branch batch (the state tiled
-    twice, :meth:`~bdia.InversionState.tile`: the first half is conditioned on the source, the rest on the target);
-    the source rows come back as the source. Alone (an untiled state) there is no target to move toward, and the
-    source comes back with no network call."""
+    ``z_tar = z + z_src - x_src``. On the two-branch batch (the state tiled twice,
+    :meth:`~bdia.InversionState.tile`: the first half conditioned on the source, the rest on the target) the two
+    velocities come from one call, and the source rows come back as the source. Alone (an untiled state) the one
+    model gives both, in two calls per step: FlowEdit with the source's condition as the target's, which returns
+    the source up to rounding."""
     (x,) = latents
     ts = traj.ts
     rows = x.shape[0] // traj.extras.get("copies", 1)
-    source, z = x[:rows], x[rows:]
+    source, z = (x[:rows], x[rows:]) if rows < x.shape[0] else (x, x)
     branches = z.shape[0] // rows
 
     def beside(t: Tensor) -> Tensor:  # a source-sized tensor for every edit row
@@ -471,9 +472,13 @@ def sample_flowedit(traj: Trajectory, latents, opts):
 
     draw = _noise(traj, source, opts["seed"])
     for j in range(len(ts) - 1):
-        if branches:
-            noisy = (1 - float(ts[j])) * source + float(ts[j]) * draw()
-            v = _velocity(traj, torch.cat([noisy, z + beside(noisy - source)]), j)
-            z = z + float(ts[j + 1] - ts[j]) * (v[rows:] - beside(v[:rows]))
-        traj.done(j, j + 1, torch.cat([source, z]))
-    return torch.cat([source, z])
+        noisy = (1 - float(ts[j])) * source + float(ts[j]) * draw()
+        lifted = z + beside(noisy - source)
+        if rows < x.shape[0]:
+            v = _velocity(traj, torch.cat([noisy, lifted]), j)
+            v_src, v_tar = v[:rows], v[rows:]
+        else:
+            v_src, v_tar = _velocity(traj, noisy, j), _velocity(traj, lifted, j)
+        z = z + float(ts[j + 1] - ts[j]) * (v_tar - beside(v_src))
+        traj.done(j, j + 1, z if rows == x.shape[0] else torch.cat([source, z]))
+    return z if rows == x.shape[0] else torch.cat([source, z])

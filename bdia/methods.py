@@ -106,8 +106,8 @@ class Method:
     regeneration_options: tuple = ()
     #: whether it edits by evaluating a source branch at every step (FlowEdit): an edit runs on the state tiled
     #: twice (:meth:`~bdia.InversionState.tile`) with a model conditioned on the sources, then the targets; alone it
-    #: regenerates the source. Such a method has no sampler from noise, and ``calls.sample`` counts an edit's calls
-    #: per image, both branches
+    #: regenerates the source (the one model as both). Such a method has no sampler from noise, and
+    #: ``calls.sample`` counts an edit's calls per image, both branches
     edits_beside_source: bool = False
 
     @property
@@ -301,7 +301,7 @@ REGISTRY: dict[str, Method] = {
         "integrates the difference of the target's and the source's velocities at noisy versions of the source (fresh "
         "noise every step), two velocity calls per step (one per branch)",
         sample=loops.sample_flowedit, invert=loops.invert_flowedit,
-        calls=Calls(sample=_per_step(2), invert=_per_step(0), reconstruct=_per_step(0)),
+        calls=Calls(sample=_per_step(2), invert=_per_step(0), reconstruct=_per_step(2)),
         options={"seed": SEED}, state=("x_src",), family="flow", limits_x0=False, schedules=(FlowMatchSchedule,),
         schedules_why="it noises the source along the straight lines of a rectified flow",
         edits_beside_source=True),

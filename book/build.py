@@ -157,7 +157,7 @@ def execute(profile: str, device: str, only: list[str] | None, out: Path | None 
     """Execute the chapters (``only`` those named), ``jobs`` at a time. The chapters run one torch thread each by
     default, so on two cores two chapters side by side do not slow each other; the longest (by the last recorded
     timings) start first."""
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     if jobs < 1:
         raise SystemExit(f"--jobs must be at least 1, got {jobs}")
@@ -195,16 +195,13 @@ def execute(profile: str, device: str, only: list[str] | None, out: Path | None 
         return 0
     run.sort(key=lambda c: -timings.get(Path(c).name, {}).get("seconds", 0.0))
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        pending = {pool.submit(_execute_chapter, *arguments(chapter)): chapter for chapter in run}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
-            for future in done:
-                chapter = pending.pop(future)
-                if future.exception() is not None:
-                    for other in pending:  # the chapters not started yet; those running finish first
-                        other.cancel()
-                    raise future.exception()
-                record(chapter, future.result())
+        futures = {pool.submit(_execute_chapter, *arguments(chapter)): chapter for chapter in run}
+        for future in as_completed(futures):  # each chapter's time recorded as it finishes
+            if future.exception() is not None:
+                for other in futures:  # the chapters not started yet; those running finish first
+                    other.cancel()
+                raise future.exception()
+            record(futures[future], future.result())
     return 0
 
 

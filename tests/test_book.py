@@ -402,6 +402,16 @@ def test_chapter_7_rectified_flow():
                                    f"{best['gamma']:.3g}")
     assert (base[base.method == "rf-inversion"]["reconstruction error"] > 1e-6).all()
     assert (front[front.method == "bdia (γ=1)"]["reconstruction error"] < 1e-6).all()
+    # FlowEdit does not invert: no calls there, no round trip, two calls per edited step (both branches)
+    flowedit, euler = (base[base.method == name].set_index(["steps", "guidance"]) for name in ("flowedit", "ddim"))
+    assert (flowedit["invert calls"] == 0).all() and flowedit["reconstruction error"].isna().all()
+    assert (flowedit["regenerate calls"] == 2 * euler.loc[flowedit.index, "invert calls"]).all()
+    assert "FlowEdit's" in md["ch7_edit_verdict"]
+    # what each costs: the committed flow-edit benchmark's own numbers
+    from bdia.apps.bench import committed_results
+    from bdia.apps.book import flow_editing
+
+    assert md["ch7_edit_costs"] == flow_editing.flow_edit_costs(committed_results("flow-edit")) != ""
 
 
 def test_computed_sentences_name_at_most_four_methods():

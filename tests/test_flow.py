@@ -318,4 +318,39 @@ def test_flowedit_edits_through_the_pipeline_beside_its_source_branch(flow_pipe,
     same = edit(inversion=state, output_type="latent", **_call_kwargs(flow_pipe)).images
     assert same.shape == source.shape and relative_error(same, source) < 1e-12
     other = edit("a photo of a tiger", inversion=state, output_type="latent", **_call_kwargs(flow_pipe)).images
-    assert relative_error(other, source) > 1e-3 and edit.num_network_calls == 6
+    assert relative_error(other, source) > 1e-3 and edit.num_network_calls == 12  # both branches, 6 steps
+
+
+def test_feature_injection_shares_the_joint_attention_values_on_sd3_and_flux(flow_pipe, cat):
+    from bdia.diffusers import FeatureInjection, PromptToPrompt
+
+    kwargs = _call_kwargs(flow_pipe)
+    edit = BDIAFlowEditPipeline.from_pipe(flow_pipe)
+    state = edit.invert(cat, "a photo of a cat", 10, strength=0.8, guidance_scale=3.0, gamma=0.9, **kwargs)
+    reconstruction = edit(inversion=state, output_type="latent", **kwargs).images
+    calls = edit.num_network_calls
+    plain = edit("a photo of a tiger", inversion=state, output_type="latent", guidance_scale=5.0, **kwargs).images
+    # no control is the core's plain edit, bit for bit
+    core = bdia.sample(edit.velocity_model("a photo of a tiger", 5.0, "", 1, kwargs.get("max_sequence_length")),
+                       state, edit.schedule(state.shape), 10, "bdia")
+    assert torch.equal(plain, core)
+    control = FeatureInjection(features=0.5)
+    controlled = edit("a photo of a tiger", inversion=state, output_type="latent", guidance_scale=5.0,
+                      control=control, **kwargs).images
+    assert edit.num_network_calls == 2 * calls and relative_error(controlled, plain) > 1e-5  # beyond rounding
+    # the source branch, at the inversion's guidance, is the reconstruction; the edit keeps closer to it
+    model = edit.velocity_model(["a photo of a cat", "a photo of a tiger"], [3.0, 5.0], "", 2,
+                                kwargs.get("max_sequence_length"))
+    both = bdia.sample(model, state, edit.schedule(state.shape), 10, "bdia", control=control)
+    idle = bdia.sample(model, state, edit.schedule(state.shape), 10, "bdia", control=FeatureInjection(features=0.0))
+    assert torch.equal(both[:1], idle[:1])  # the control never touches the source rows
+    assert relative_error(both[:1], reconstruction) < 1e-4  # a batch of two rounds otherwise than one
+    torch.testing.assert_close(both[1:], controlled, rtol=1e-4, atol=1e-5)
+    assert relative_error(controlled, reconstruction) < relative_error(plain, reconstruction)
+    # every joint block's image values by default; prompt-to-prompt needs cross-attention, which these lack
+    assert control._feature_layers(edit.pipe.transformer) == [
+        f"transformer_blocks.{i}.attn.to_v" for i in range(len(edit.pipe.transformer.transformer_blocks))]
+    with pytest.raises(ValueError, match="no cross-attention"):
+        edit("a photo of a tiger", inversion=state, output_type="latent", control=PromptToPrompt(), **kwargs)
+    with pytest.raises(ValueError, match="a control edits an inversion"):
+        edit("a photo of a tiger", num_inference_steps=4, control=control, **kwargs)

@@ -78,7 +78,7 @@ def test_rf_inversion_refuses_a_vp_schedule_and_bad_options(flow):
 def test_the_flow_edit_verdict_sets_the_best_exact_bdia_against_euler_and_rf_inversion():
     import pandas as pd
 
-    from bdia.apps.book import flow as chapter
+    from bdia.apps.book import flow_editing as chapter
 
     def rows(*items):
         return pd.DataFrame([{"method": m, "steps": 20, "guidance": 3.0, "reconstruction error": e,

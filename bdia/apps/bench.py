@@ -16,7 +16,8 @@ classifier-free guidance 3 against its null class, which null-text and negative-
 miniature Stable Diffusion UNet with a prompt and guidance 3), ``sd-unet`` (the UNet of Stable Diffusion
 1.5, ``stable-diffusion-v1-5/stable-diffusion-v1-5``, 64x64x4 latents = 512x512 images, with fixed random
 text embeddings and guidance 3: from the hub, or its stand-in offline; slow on a CPU, meant for a GPU), and
-the rectified flows: ``gmm2d-flow`` (the exact 2-D mixture under SD3's flow grid), ``tiny-sd3`` and ``tiny-flux``
+the rectified flows: ``gmm2d-flow`` (the exact 2-D mixture under SD3's flow grid), ``digits-flow`` (the shipped
+trained digits flow with classifier-free guidance 3), ``tiny-sd3`` and ``tiny-flux``
 (the miniature SD3 and FLUX transformers on the cat photo's latent). On a flow ``ddim`` is Euler, and the
 methods that run on flows only (``midpoint``, ``fireflow``) are measured there and skipped elsewhere; null-text and
 negative-prompt inversion run on the guided models only (``digits-cfg``, ``tiny-sd``). A row's
@@ -148,6 +149,17 @@ def build_model(name: str, device="cpu", network_dtype: torch.dtype = torch.floa
         mixture = two_moons_mixture(8, std=0.08)
         return BenchModel(name, mixture.velocity_model(schedule), mixture.sample(256, generator=gen).to(device),
                           schedule, "exact 2-D Gaussian mixture under a rectified flow (SD3's shift 3), 256 points")
+    if name == "digits-flow":
+        from ..diffusers import UNetVelocityModel, load_unet
+        from ..flow import FlowMatchSchedule
+        from .digits import NULL_CLASS, load_digits_images, shipped_flow_model_path
+
+        images, labels = load_digits_images()
+        idx = torch.randperm(len(images), generator=gen)[:16]
+        unet = load_unet(shipped_flow_model_path(), device=device, dtype=network_dtype)
+        model = UNetVelocityModel(unet, labels[idx].to(device), guidance_scale=3.0, null_class=NULL_CLASS)
+        return BenchModel(name, model, images[idx].to(device), FlowMatchSchedule(),
+                          "trained digits flow, classifier-free guidance 3, 16 digits", "trained by bdia")
     if name in ("tiny-sd3", "tiny-flux"):
         from skimage import data as skdata
 

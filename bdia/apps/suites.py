@@ -8,17 +8,21 @@
 * ``edit``: what editors use instead (chapter 5): DDIM, null-text, negative-prompt, edit-friendly DDPM and Direct
   Inversion beside EDICT, O-BELM and BDIA (``gamma="auto"`` too) on the guided digits model and the miniature Stable Diffusion UNet, float64 latents with a
   float32 network, 20 and 50 steps;
+* ``flow-edit``: the same for rectified flows (chapter 7): Euler inversion, RF-Inversion, FlowEdit (whose round trip
+  is its edit with the source's condition as the target's, two calls per step), the midpoint rule and FireFlow
+  beside EDICT, O-BELM and BDIA on the trained digits flow and the miniature SD3 transformer;
 * ``gpu``: the prepared GPU check (:mod:`bdia.apps.gpu`), with its own grid.
 """
 
 from __future__ import annotations
 
-__all__ = ["BENCH_MODELS", "BENCH_DTYPES", "DEFAULT_METHODS", "EDIT_METHODS", "DEFAULT_BENCH_MODELS", "DEFAULT_STEPS",
+__all__ = ["BENCH_MODELS", "BENCH_DTYPES", "DEFAULT_METHODS", "EDIT_METHODS", "FLOW_EDIT_METHODS", "DEFAULT_BENCH_MODELS",
+           "DEFAULT_STEPS",
            "SUITES", "suite_grid"]
 
 #: the models a benchmark row can run (see :func:`bdia.apps.bench.build_model`)
-BENCH_MODELS = ("gmm2d", "digits-ideal", "digits-unet", "digits-cfg", "tiny-sd", "sd-unet", "gmm2d-flow", "tiny-sd3",
-                "tiny-flux")
+BENCH_MODELS = ("gmm2d", "digits-ideal", "digits-unet", "digits-cfg", "tiny-sd", "sd-unet", "gmm2d-flow", "digits-flow",
+                "tiny-sd3", "tiny-flux")
 #: the latent dtypes a row can use
 BENCH_DTYPES = ("float16", "bfloat16", "float32", "float64")
 #: the methods measured unless others are asked for
@@ -27,6 +31,9 @@ DEFAULT_METHODS = ("ddim", "edict", "bdia:gamma=1.0", "bdia:gamma=0.96", "obelm"
 EDIT_METHODS = ("ddim", "null-text", "negative-prompt", "ddpm-inversion", "direct-inversion", "edict", "obelm",
                 "bdia:gamma=0.9", "bdia:gamma=0.96", "bdia:gamma=1.0", "bdia:gamma=1.0,lattice=true",
                 "bdia:gamma=auto")
+#: the flow editors: Euler inversion, RF-Inversion, FlowEdit, RF-Solver's midpoint rule, FireFlow and the exact methods
+FLOW_EDIT_METHODS = ("ddim", "rf-inversion", "flowedit", "midpoint", "fireflow", "edict", "obelm", "bdia:gamma=1.0",
+                     "bdia:gamma=0.8", "bdia:gamma=auto")
 #: the models and step counts of ``python -m bdia bench`` without options
 DEFAULT_BENCH_MODELS = ("gmm2d", "digits-unet", "tiny-sd")
 DEFAULT_STEPS = (10, 20, 50, 100)
@@ -37,6 +44,8 @@ SUITES = {
              "steps": DEFAULT_STEPS, "repeats": 3, "network_dtype": "float32"},
     "edit": {"models": ("digits-cfg", "tiny-sd"), "methods": EDIT_METHODS, "dtypes": ("float64",),
              "steps": (20, 50), "repeats": 5, "network_dtype": "float32"},
+    "flow-edit": {"models": ("digits-flow", "tiny-sd3"), "methods": FLOW_EDIT_METHODS, "dtypes": ("float64",),
+                  "steps": (20, 50), "repeats": 5, "network_dtype": "float32"},
     "gpu": {},
 }
 

@@ -9,7 +9,7 @@ diffusers' attention-processor API, so it composes with every method of the regi
 - :class:`FeatureInjection`: plug-and-play (Tumanyan et al., CVPR 2023): decoder ResBlock features for the first
   ``features`` of the steps and decoder self-attention maps for the first ``self_attention``. Needs no text: it
   works on any diffusers UNet, the class-conditional digits model included (which has no attention layers, so
-  there it injects features only).
+  there it injects features only), and on SD3's and FLUX's transformers, whose joint attention values it shares.
 - :class:`PromptToPrompt`: prompt-to-prompt (Hertz et al., ICLR 2023): cross-attention maps, replaced for a word
   swap or refined (the tokens the prompts share) where words are added, for the first ``cross_attention`` of the
   steps, and the self-attention maps of small feature maps for the first ``self_attention``. Needs the prompts'
@@ -163,8 +163,9 @@ class _Control:
         grid, noisy end first) with ``batch`` samples per branch; yields the model to call."""
         network = getattr(model, "network", None)
         if not isinstance(network, torch.nn.Module):
-            raise InvalidTypeError(f"{type(self).__name__} controls a diffusers network: give an eps model with a "
-                                   "network (UNetEpsModel, StableDiffusionEpsModel), not "
+            raise InvalidTypeError(f"{type(self).__name__} controls a diffusers network: give a model with a "
+                                   "network (UNetEpsModel, StableDiffusionEpsModel, SD3VelocityModel, "
+                                   "FluxVelocityModel), not "
                                    f"{type(getattr(model, 'model', model)).__name__}")
         self._check(network)
         run = _Run(timesteps, batch)
@@ -223,6 +224,12 @@ def _attention_modules(network) -> dict:
             if callable(getattr(module, "set_processor", None)) and hasattr(module, "processor")}
 
 
+def _joint_values(network) -> list[str]:
+    """The image-stream value projections of a transformer's joint attention blocks (SD3's, FLUX's), if any."""
+    return [name for name, _ in network.named_modules()
+            if name.startswith("transformer_blocks.") and name.endswith(".attn.to_v")]
+
+
 def _resnets(network, prefix: str = "up_blocks") -> list[str]:
     return [name for name, module in network.named_modules()
             if name.startswith(prefix) and ".resnets." in name and name.count(".") == 3]
@@ -235,25 +242,35 @@ class FeatureInjection(_Control):
     decoder) for the first ``features`` of the steps (default 0.8, the paper's) and the decoder's self-attention
     maps (``attention_layers``; default all decoder self-attention after the first, the paper's layers 4 to 11)
     for the first ``self_attention`` (default 0.5). Both classifier-free-guidance branches of the target take
-    them. Works on any diffusers UNet; one without attention layers takes the features only."""
+    them. Works on any diffusers UNet; one without attention layers takes the features only.
+
+    On a rectified-flow transformer (SD3's, FLUX's) the features are attention values, as RF-Solver-Edit shares
+    them: by default the edit takes the source branch's image-stream values of every joint attention block
+    (``transformer_blocks.<i>.attn.to_v``) for the first ``features`` of the steps (RF-Solver-Edit shares them for
+    a few steps: ``features=0.2`` comes close); ``layers`` may name others, e.g. FLUX's single-stream
+    ``single_transformer_blocks.<i>.attn.to_v`` (text and image tokens together)."""
 
     features: float = 0.8
     self_attention: float = 0.5
-    layers: tuple = ("up_blocks.1.resnets.1",)
+    layers: tuple | None = None  #: None: the network's default (see above)
     attention_layers: tuple | None = None
 
     def __post_init__(self):
         _check_fraction("features", self.features)
         _check_fraction("self_attention", self.self_attention)
-        object.__setattr__(self, "layers", (self.layers,) if isinstance(self.layers, str) else tuple(self.layers))
+        if self.layers is not None:
+            object.__setattr__(self, "layers", (self.layers,) if isinstance(self.layers, str) else tuple(self.layers))
 
     def _feature_layers(self, network) -> list[str]:
         modules = dict(network.named_modules())
-        missing = [name for name in self.layers if name not in modules]
+        layers = self.layers if self.layers is not None else _joint_values(network) or ("up_blocks.1.resnets.1",)
+        missing = [name for name in layers if name not in modules]
         if missing:
-            raise InvalidValueError(f"this network has no layer {', '.join(missing)}; its decoder ResBlocks are "
-                                    f"{', '.join(_resnets(network)) or 'none'}")
-        return list(self.layers)
+            known = _joint_values(network) or _resnets(network)
+            raise InvalidValueError(f"this network has no layer {', '.join(missing)}; its "
+                                    f"{'joint attention values' if _joint_values(network) else 'decoder ResBlocks'} "
+                                    f"are {', '.join(known) or 'none'}")
+        return list(layers)
 
     def _attention_layers(self, network) -> list[str]:
         names = list(_attention_modules(network))

@@ -110,7 +110,8 @@ def check_edit(state: InversionState, prompt_fingerprint: str, guidance_scale: f
     # with gamma < 1 the growth is the leapfrog's parasitic mode, which the edit's forward steps damp by gamma each,
     # exactly as inversion grew it: that latent is not a bad start
     damped = state.options.get("gamma", 1.0) < 1.0
-    if edit and not damped and ratio > EDIT_NOISE_RATIO_WARN:
+    # FlowEdit's state is the image itself, never noise: the check is about inverted latents
+    if edit and not damped and not get_method(state.method).edits_beside_source and ratio > EDIT_NOISE_RATIO_WARN:
         warnings.warn(f"this edit starts from an inverted latent {ratio:.3g} times the noise level of its timestep "
                       "(not noise-like); edits from it can go astray: use gamma = 1, fewer steps or a lower strength",
                       ExactnessWarning, stacklevel=4)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..predictions import VELOCITY
 from .edit_tools import expand_prompts
-from .models import classifier_free_guidance
+from .models import classifier_free_guidance, guidance_of, uses_guidance
 
 __all__ = ["SD3VelocityModel", "FluxVelocityModel", "pack_latents", "unpack_latents", "latent_token_ids"]
 
@@ -46,20 +46,29 @@ def _batched(emb: Tensor, batch: int) -> Tensor:
     return emb if emb.shape[0] == batch else emb.expand(batch, *emb.shape[1:])
 
 
-class SD3VelocityModel:
-    """A Stable Diffusion 3 pipeline's transformer with a prompt as ``model(z, t) -> v``; prompts are encoded once."""
+class _TransformerModel:
+    """What the flow adapters share: the network an edit control binds to (:mod:`bdia.diffusers.controls`)."""
 
     prediction = VELOCITY
 
+    @property
+    def network(self) -> torch.nn.Module:
+        return self.transformer
+
+
+class SD3VelocityModel(_TransformerModel):
+    """A Stable Diffusion 3 pipeline's transformer with a prompt as ``model(z, t) -> v``; prompts are encoded once.
+    ``guidance_scale``: a number, or one per sample (an edit's source and target branches at their own)."""
+
     def __init__(self, pipe, prompt, guidance_scale: float = 1.0, negative_prompt: str = "", batch: int = 1,
                  max_sequence_length: int = 256):
-        self.transformer, self.guidance_scale = pipe.transformer, float(guidance_scale)
+        self.transformer, self.guidance_scale = pipe.transformer, guidance_of(guidance_scale)
         self.num_train_timesteps = pipe.scheduler.config.num_train_timesteps
         prompts = expand_prompts(prompt, batch)
         with torch.no_grad():
             self.cond, self.uncond, self.pooled, self.uncond_pooled = pipe.encode_prompt(
                 prompts, prompts, prompts, device=pipe.transformer.device,
-                do_classifier_free_guidance=self.guidance_scale > 1, negative_prompt=[negative_prompt] * batch,
+                do_classifier_free_guidance=uses_guidance(self.guidance_scale), negative_prompt=[negative_prompt] * batch,
                 negative_prompt_2=[negative_prompt] * batch, negative_prompt_3=[negative_prompt] * batch,
                 max_sequence_length=max_sequence_length)
 
@@ -87,26 +96,25 @@ class SD3VelocityModel:
         x = z.to(self.transformer.dtype)
         batch = z.shape[0]
         cond, pooled = _batched(self.cond, batch), _batched(self.pooled, batch)
-        if self.guidance_scale > 1:
+        if uses_guidance(self.guidance_scale):
             x = torch.cat([x, x])
             cond = torch.cat([_batched(self.uncond, batch), cond])
             pooled = torch.cat([_batched(self.uncond_pooled, batch), pooled])
         timestep = torch.full((x.shape[0],), float(t) * self.num_train_timesteps, device=x.device)
         out = self.transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=cond.to(x.dtype),
                                pooled_projections=pooled.to(x.dtype)).sample
-        if self.guidance_scale > 1:
+        if uses_guidance(self.guidance_scale):
             out = classifier_free_guidance(out, self.guidance_scale)
         return out.to(z.dtype)
 
 
-class FluxVelocityModel:
+class FluxVelocityModel(_TransformerModel):
     """A FLUX pipeline's transformer with a prompt as ``model(z, t) -> v`` on unpacked ``(B, C, H, W)`` latents;
-    ``guidance_scale`` feeds FLUX.1-dev's distilled guidance embedding (ignored by a transformer without one)."""
-
-    prediction = VELOCITY
+    ``guidance_scale`` feeds FLUX.1-dev's distilled guidance embedding (ignored by a transformer without one): a
+    number, or one per sample."""
 
     def __init__(self, pipe, prompt, guidance_scale: float = 3.5, batch: int = 1, max_sequence_length: int = 512):
-        self.transformer, self.guidance_scale = pipe.transformer, float(guidance_scale)
+        self.transformer, self.guidance_scale = pipe.transformer, guidance_of(guidance_scale)
         prompts = expand_prompts(prompt, batch)
         with torch.no_grad():
             self.cond, self.pooled, self.text_ids = pipe.encode_prompt(
@@ -128,7 +136,7 @@ class FluxVelocityModel:
         x = pack_latents(z.to(self.transformer.dtype))
         guidance = None
         if self.transformer.config.guidance_embeds:
-            guidance = torch.full((batch,), self.guidance_scale, device=x.device, dtype=torch.float32)
+            guidance = torch.as_tensor(self.guidance_scale, dtype=torch.float32, device=x.device).expand(batch)
         out = self.transformer(hidden_states=x, timestep=torch.full((batch,), float(t), device=x.device),
                                guidance=guidance, pooled_projections=_batched(self.pooled, batch).to(x.dtype),
                                encoder_hidden_states=_batched(self.cond, batch).to(x.dtype),

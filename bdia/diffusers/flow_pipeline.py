@@ -25,12 +25,13 @@ import dataclasses
 import numpy as np
 import torch
 
-from ..errors import InvalidTypeError
+from ..errors import InvalidTypeError, InvalidValueError
 from ..flow import FlowMatchSchedule, calculate_shift
 from ..methods import get_method
 from ..models import CountingModel
 from ..samplers import InversionState, invert, inverted_steps, sample
-from .edit_tools import check_edit, check_inversion, fingerprint, initial_noise, latent_of, step_callback
+from .edit_tools import (check_edit, check_inversion, expand_prompts, fingerprint, initial_noise, latent_of,
+                         step_callback)
 from .flow_models import FluxVelocityModel, SD3VelocityModel
 from .images import decode_latents, pipeline_resolution
 
@@ -141,9 +142,15 @@ class BDIAFlowEditPipeline:
                  negative_prompt: str | None = None, generator: torch.Generator | None = None,
                  latents: torch.Tensor | None = None, height: int | None = None, width: int | None = None,
                  output_type: str = "pil", return_dict: bool = True, method: str | None = None,
-                 latent_dtype: torch.dtype | None = None, max_sequence_length: int | None = None, **method_options):
+                 latent_dtype: torch.dtype | None = None, max_sequence_length: int | None = None, control=None,
+                 **method_options):
         """Regenerate or edit an inversion (``inversion=state``; ``prompt`` and the guidance default to the
-        inversion's), or sample from noise (``generator`` or ``latents``) with ``method`` (default ``bdia``)."""
+        inversion's), or sample from noise (``generator`` or ``latents``) with ``method`` (default ``bdia``).
+
+        ``control`` (:class:`~bdia.diffusers.controls.FeatureInjection`: the joint attention's values) edits with a
+        source branch beside the target in one batch, the source regenerated under the inversion's prompt and
+        guidance; FlowEdit (``method="flowedit"``) always edits so. The images returned are the edits;
+        ``num_network_calls`` counts both branches (2 per step)."""
         if inversion is not None:
             init = check_inversion(inversion, method, num_inference_steps, latent_dtype, latents=latents)
             cond = inversion.conditioning
@@ -161,27 +168,33 @@ class BDIAFlowEditPipeline:
             shape = (len(prompts), self.pipe.vae.config.latent_channels, side, side)
             init = initial_noise(shape, latents, generator, self.pipe.device, latent_dtype or torch.float32)
             prompt, total = prompts, num_inference_steps
-        batch = init.shape[0]
+        batch, branches = init.shape[0], 1
         model = CountingModel(self.velocity_model(prompt, guidance_scale, negative_prompt or "", batch,
                                                   max_sequence_length))
         if inversion is not None:
-            check_edit(inversion, fingerprint(*model.model.embeddings), guidance_scale, prompt)
-        schedule = self.schedule(init.shape)
+            check_edit(inversion, fingerprint(*model.model.embeddings), guidance_scale, prompt, control)
+        elif control is not None:
+            raise InvalidValueError("a control edits an inversion beside its source: pass inversion=state")
         beside = inversion is not None and get_method(method).edits_beside_source
-        if beside:  # FlowEdit: the source's prompt on the first half of the batch, the edit's on the second
-            def listed(text):
-                return [text] * batch if isinstance(text, str) else list(text)
-
-            model = CountingModel(self.velocity_model(listed(inversion.conditioning.get("prompt", "")) + listed(prompt),
-                                                      guidance_scale, negative_prompt or "", 2 * batch,
-                                                      max_sequence_length))
-            init = init.tile(2)
+        if control is not None or beside:
+            # the source branch first, under the inversion's prompt and guidance; the edit after it
+            cond = inversion.conditioning
+            source = expand_prompts(cond.get("prompt", ""), batch)
+            if control is not None:
+                control = control.with_prompts(self.pipe.tokenizer, source, expand_prompts(prompt, batch))
+            guidance = [cond.get("guidance_scale", guidance_scale)] * batch + [guidance_scale] * batch
+            model = CountingModel(self.velocity_model(source + expand_prompts(prompt, batch), guidance,
+                                                      negative_prompt or "", 2 * batch, max_sequence_length))
+            branches = 2
+            if control is None:  # FlowEdit edits beside its source branch without a control: tile it here
+                init = init.tile(2)
+        schedule = self.schedule(init.shape)
         bar, callback = step_callback(self.pipe, total)
         with bar:
-            result = sample(model, init, schedule, num_inference_steps, method, callback=callback, **method_options)
-        if beside:
-            result = result[batch:]
-        self.num_network_calls = model.calls
+            result = sample(model, init, schedule, num_inference_steps, method, callback=callback, control=control,
+                            **method_options)
+        result = result[-batch:]  # with two branches: the edits, after the source branch
+        self.num_network_calls = model.calls * branches
         images = result if output_type == "latent" else self.decode(result, output_type)
         self.pipe.maybe_free_model_hooks()
         return self._output(images, return_dict)

@@ -18,7 +18,7 @@ from ..predictions import EPSILON, VELOCITY, PredictionConfig
 from ..schedules import VPSchedule
 
 __all__ = ["UNetEpsModel", "UNetVelocityModel", "StableDiffusionEpsModel", "StableDiffusionXLEpsModel", "schedule_from_scheduler",
-           "classifier_free_guidance", "guidance_of"]
+           "classifier_free_guidance", "guidance_of", "uses_guidance"]
 
 _V_PREDICTION = PredictionConfig("v_prediction")
 
@@ -48,7 +48,7 @@ def guidance_of(guidance_scale):
     return float(scales[0]) if bool((scales == scales[0]).all()) else scales
 
 
-def _guided(guidance_scale) -> bool:
+def uses_guidance(guidance_scale) -> bool:
     """Whether a guidance (a number or one per sample) needs the unconditional pass."""
     if not torch.is_tensor(guidance_scale):  # every network call asks: no tensor for the common case
         return float(guidance_scale) > 1
@@ -138,10 +138,10 @@ class UNetEpsModel(_EpsBase):
         config = scheduler_config or {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
         super().__init__(unet, config, allow_v_prediction, "this UNet", follow_clipping=follow_clipping)
         guidance_scale = guidance_of(guidance_scale)
-        if _guided(guidance_scale) and null_class is None:
+        if uses_guidance(guidance_scale) and null_class is None:
             raise InvalidValueError("classifier-free guidance (guidance_scale > 1) needs null_class, the unconditional "
                                     "label")
-        if _guided(guidance_scale) and class_labels is None:
+        if uses_guidance(guidance_scale) and class_labels is None:
             raise InvalidValueError("classifier-free guidance needs class_labels")
         self.class_labels, self.guidance_scale, self.null_class = class_labels, guidance_scale, null_class
 
@@ -200,7 +200,7 @@ class UNetEpsModel(_EpsBase):
         net_dtype = next(self.network.parameters()).dtype
         labels = self._labels(z.shape[0], z.device)
         x = z.to(net_dtype)
-        if _guided(self.guidance_scale):
+        if uses_guidance(self.guidance_scale):
             null = torch.full_like(labels, self.null_class)
             out = self.network(torch.cat([x, x]), self._timestep(t), class_labels=torch.cat([null, labels])).sample
             out = classifier_free_guidance(out, self.guidance_scale)
@@ -244,7 +244,7 @@ class StableDiffusionEpsModel(_EpsBase):
         self.guidance_scale, self.negative_prompt, self.pipe = guidance_of(guidance_scale), negative_prompt, pipe
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         with torch.no_grad():
-            cond, uncond = pipe.encode_prompt(prompts, pipe.unet.device, 1, _guided(self.guidance_scale),
+            cond, uncond = pipe.encode_prompt(prompts, pipe.unet.device, 1, uses_guidance(self.guidance_scale),
                                               negative_prompt=[negative_prompt] * len(prompts))
         self.cond, self.uncond = cond, uncond
 
@@ -301,7 +301,7 @@ class StableDiffusionEpsModel(_EpsBase):
         x = z.to(self.network.dtype)
         # the text encoder may run in another dtype than the UNet (e.g. a float64 copy of the UNet)
         cond = self._embeddings(self.cond, z.shape[0]).to(x.dtype)
-        if _guided(self.guidance_scale):
+        if uses_guidance(self.guidance_scale):
             uncond = self._embeddings(self.uncond, z.shape[0]).to(x.dtype)
             out = self.network(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
             out = classifier_free_guidance(out, self.guidance_scale)
@@ -362,6 +362,6 @@ class StableDiffusionXLEpsModel(StableDiffusionEpsModel):
 
     @torch.no_grad()
     def __call__(self, z: Tensor, t) -> Tensor:
-        if _guided(self.guidance_scale):
+        if uses_guidance(self.guidance_scale):
             return self.guided(z, t, self._embeddings(self.uncond, z.shape[0]))
         return self.conditional(z, t)

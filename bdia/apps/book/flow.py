@@ -22,8 +22,7 @@ from .wording import cap, short_name
 __all__ = ["glance", "ACCURACY_SPECS", "exact_flow", "accuracy", "fitted_orders", "accuracy_verdict", "round_trips",
            "round_trip_verdict", "parasitic_growth", "parasitic_verdict", "pipeline_round_trips", "pipeline_summary",
            "pipeline_verdict", "plot_accuracy", "plot_pipeline", "SAMPLING_SPECS", "trained_flow_sampling",
-           "trained_flow_summary", "trained_flow_verdict", "plot_trained_flow", "EDIT_BASELINES", "EDIT_RIVALS",
-           "flow_edit_verdict"]
+           "trained_flow_summary", "trained_flow_verdict", "plot_trained_flow"]
 
 #: the methods of the accuracy study: Euler (= DDIM), BDIA at four gammas, O-BELM, RF-Solver, FireFlow, EDICT
 ACCURACY_SPECS = ("ddim", "bdia:gamma=1.0", "bdia:gamma=0.96", "bdia:gamma=0.8", "bdia:gamma=0.5", "obelm",
@@ -414,76 +413,3 @@ def plot_trained_flow(table, samples, profile: str, shown: int = 12):
     axes[1].set_title(f"samples at {min(budgets)} calls\n(same noise in each column)", fontsize=8)
     stamp_profile(fig, profile, "digits flow trained by bdia")
     return fig
-
-
-#: the methods a flow's editing frontier sets beside BDIA's curve: Euler inversion (DDIM's step on a flow),
-#: RF-Inversion, RF-Solver's midpoint rule, FireFlow, EDICT and O-BELM
-EDIT_BASELINES = ("ddim", "rf-inversion", "flowedit", "midpoint", "fireflow", "edict", "obelm")
-#: the editors a flow's exact edit is held against in the verdict: Euler inversion and the two the field edits with
-EDIT_RIVALS = ("ddim", "rf-inversion", "flowedit")
-
-
-def _flow_name(label: str) -> str:
-    return "Euler inversion" if label == "ddim" else short_name(label)
-
-
-def _grouped(on) -> list[str]:
-    """The points of a front as a sentence names them: a curve's points together (``BDIA at γ = 0.5 and 0.4``)."""
-    from .frontier import AUTO_FLOAT64
-
-    auto = {"bdia (γ=auto)": "auto", AUTO_FLOAT64: "auto with a float64 network"}
-    names, rest = [], list(on.index)
-    for prefix, key, name in (("bdia (γ=", "gamma", "BDIA at γ = "), ("edict (p=", "p", "EDICT at p = ")):
-        curve = [label for label in rest if label.startswith(prefix)]
-        if curve:
-            names.append(name + join_names(auto.get(label, f"{on.loc[label, key]:g}") for label in curve))
-            rest = [label for label in rest if label not in curve]
-    return names + [_flow_name(label) for label in rest]
-
-
-def flow_edit_verdict(front, baselines) -> str:
-    """Per panel of a flow's editing frontier (:func:`bdia.apps.book.frontier.frontier_runs` with
-    :data:`EDIT_BASELINES`): the exact BDIA edit read as the target most often, against the edits of
-    :data:`EDIT_RIVALS` (Euler inversion, RF-Inversion, FlowEdit) on both axes, and the recipes no other beats on both
-    axes."""
-    import pandas as pd
-
-    from . import frontier
-
-    sentences = []
-    for steps, guidance, group in frontier.panels(front):
-        where = f"At guidance {guidance:g} and {steps} steps"
-        base = baselines[(baselines["guidance"] == guidance) & (baselines["steps"] == steps)]
-        rows = {label: base[base["method"] == label].iloc[0] for label in EDIT_RIVALS
-                if (base["method"] == label).any()}
-        best = frontier.best_exact(group[group["method"].str.startswith("bdia")])
-        if best is None:
-            text = f"{where} no γ tried inverts within {frontier.EXACT:g}"
-        else:
-            network = (", chosen by gamma='auto' for a float64 network" if best["method"] == frontier.AUTO_FLOAT64
-                       else "")
-            text = (f"{where} the best exact BDIA edit is at γ = {best['gamma']:.3g} (round trip "
-                    f"{best['reconstruction error']:.0e}{network}): read as the target {best['edit success']:.0%} of "
-                    "the time at "
-                    f"a distance of {best['feature distance']:.1f} from its source")
-            if rows:
-                text += ", against " + join_names(f"{_flow_name(label)}'s {row['edit success']:.0%} at "
-                                                  f"{row['feature distance']:.1f}" for label, row in rows.items())
-                won = [_flow_name(label) for label, row in rows.items() if frontier.beats(best, row)]
-                lost = [_flow_name(label) for label, row in rows.items() if not frontier.beats(best, row)]
-                if won:
-                    text += f"; it beats {join_names(won)} on both axes"
-                    text += f" but not {join_names(lost)}" if lost else ""
-                else:
-                    text += ("; it beats neither " + " nor ".join(lost) if len(lost) == 2 else
-                             f"; it beats none of {join_names(lost)}" if len(lost) > 2 else
-                             f"; it does not beat {join_names(lost)}") + " on both axes"
-        points = pd.concat([group, base[base["method"].isin(EDIT_BASELINES)]], ignore_index=True)
-        on = points.set_index("method").loc[frontier.pareto_labels(points)].sort_values("edit success",
-                                                                                          ascending=False)
-        exact = [label for label, row in on.iterrows() if row["reconstruction error"] <= frontier.EXACT]
-        text += (f". On the front: {join_names(_grouped(on))}"
-                 + (" (all exact)." if len(exact) == len(on) else " (none exact)." if not exact else
-                    f" ({len(exact)} of its {len(on)} points exact)."))
-        sentences.append(text)
-    return " ".join(sentences)
