@@ -350,6 +350,10 @@ def test_feature_injection_shares_the_joint_attention_values_on_sd3_and_flux(flo
     # every joint block's image values by default; prompt-to-prompt needs cross-attention, which these lack
     assert control._feature_layers(edit.pipe.transformer) == [
         f"transformer_blocks.{i}.attn.to_v" for i in range(len(edit.pipe.transformer.transformer_blocks))]
+    with pytest.raises(ValueError, match="no layer up_blocks.1.resnets.1; its joint attention values are "
+                                         "transformer_blocks.0.attn.to_v"):
+        edit("a photo of a tiger", inversion=state, output_type="latent", **kwargs,
+             control=FeatureInjection(layers="up_blocks.1.resnets.1"))
     with pytest.raises(ValueError, match="no cross-attention"):
         edit("a photo of a tiger", inversion=state, output_type="latent", control=PromptToPrompt(), **kwargs)
     with pytest.raises(ValueError, match="a control edits an inversion"):

@@ -262,14 +262,13 @@ class FeatureInjection(_Control):
             object.__setattr__(self, "layers", (self.layers,) if isinstance(self.layers, str) else tuple(self.layers))
 
     def _feature_layers(self, network) -> list[str]:
-        modules = dict(network.named_modules())
-        layers = self.layers if self.layers is not None else _joint_values(network) or ("up_blocks.1.resnets.1",)
+        modules, joint = dict(network.named_modules()), _joint_values(network)
+        layers = self.layers if self.layers is not None else joint or ("up_blocks.1.resnets.1",)
         missing = [name for name in layers if name not in modules]
         if missing:
-            known = _joint_values(network) or _resnets(network)
-            raise InvalidValueError(f"this network has no layer {', '.join(missing)}; its "
-                                    f"{'joint attention values' if _joint_values(network) else 'decoder ResBlocks'} "
-                                    f"are {', '.join(known) or 'none'}")
+            kind, known = ("joint attention values", joint) if joint else ("decoder ResBlocks", _resnets(network))
+            raise InvalidValueError(f"this network has no layer {', '.join(missing)}; its {kind} are "
+                                    f"{', '.join(known) or 'none'}")
         return list(layers)
 
     def _attention_layers(self, network) -> list[str]:
