@@ -377,6 +377,19 @@ def test_chapter_7_rectified_flow():
         assert pipeline[family]["bdia (γ=1)"] < 1e-10 and pipeline[family]["edict"] < 1e-10
         assert pipeline[family]["ddim"] > 1e-6
     assert "Euler and FireFlow miss" in md["ch7_pipeline_verdict"]
+    # the photo edits through the miniature pipelines: exact BDIA, inexact Euler, no round trip for FlowEdit; no
+    # verdict from random weights
+    import pandas as pd
+
+    for family, columns in g["ch7_photos"].items():
+        edits = pd.DataFrame(columns).set_index("method")
+        trips = edits["latent round-trip error"]
+        assert trips["bdia (γ=1)"] < 1e-10 and trips["bdia (γ=auto)"] < 1e-6 and trips["ddim"] > 1e-6, family
+        assert math.isnan(trips["flowedit"]), family
+        assert edits.loc["bdia (γ=auto) + feature injection", "calls per photo"] > edits.loc["bdia (γ=auto)",
+                                                                                             "calls per photo"]
+    assert g["ch7_score_weights"] == "CLIP: random (miniature CLIP); LPIPS: random (untrained VGG-16)"
+    assert "say nothing about editing" in md["ch7_photo_verdict"]
     # the trained digits flow: its samples read as their labels; each BDIA gamma the sentence credits with beating
     # Euler does so by more than twice the larger seed spread, recomputed here from the page's per-seed scores
     sampled = table(g, "ch7_sampling")

@@ -11,6 +11,7 @@ import math
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from bdia.apps.standins import STANDIN_LABEL
@@ -91,6 +92,11 @@ def test_chapter_7_runs_the_paper_code_on_saved_pipelines():
     for family in ("SD3", "FLUX"):
         # bfloat16 transformers with float64 latents: exact to the network's precision at worst
         assert g["ch7_pipeline"][family]["bdia (γ=1)"] < 1e-3
+        # the photo edits, scored by the stand-in CLIP ViT-L/14 and LPIPS networks the caches hold as published
+        edits = pd.DataFrame(g["ch7_photos"][family]).set_index("method")
+        assert edits.loc["bdia (γ=1)", "latent round-trip error"] < 1e-3
+        assert edits["CLIP score (target)"].between(0, 100).all()
+    assert g["ch7_score_weights"] == f"CLIP: {STANDIN_LABEL}; LPIPS: {STANDIN_LABEL}"
 
 
 def test_make_paper_recorded_its_run_outside_the_committed_results():

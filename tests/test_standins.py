@@ -54,6 +54,11 @@ PUBLISHED = {
         "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
         "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"], "layers_per_block": 2,
         "downsample_padding": 0, "flip_sin_to_cos": False, "freq_shift": 1, "norm_eps": 1e-6, "norm_num_groups": 32},
+    # openai/clip-vit-large-patch14's config.json and preprocessor_config.json (top level)
+    ("openai/clip-vit-large-patch14", "."): {"projection_dim": 768, "model_type": "clip"},
+    ("openai/clip-vit-large-patch14", "preprocessor_config.json"): {
+        "crop_size": 224, "size": 224, "resample": 3, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711]},
 }
 
 
@@ -176,3 +181,16 @@ def test_the_published_flow_transformers_build_and_take_the_adapters_inputs(mode
     scheduler.set_timesteps(28, mu=mu)
     ours = bdia.FlowMatchSchedule.from_diffusers_config(scheduler.config, mu=mu)
     assert ours.timesteps(28).tolist() == scheduler.sigmas.double().tolist()
+
+
+def test_the_clip_scorer_is_vit_l_14_with_a_tokenizer_beside_it(configs_only):
+    from transformers import CLIPConfig, CLIPTokenizer
+
+    root = snapshot(configs_only, published.CLIP_MODEL)
+    config = CLIPConfig.from_pretrained(root)
+    vision, text = config.vision_config, config.text_config
+    assert (vision.hidden_size, vision.num_hidden_layers, vision.patch_size, vision.image_size) == (1024, 24, 14, 224)
+    assert (text.hidden_size, text.num_hidden_layers, text.vocab_size) == (768, 12, 49408)
+    assert vision.hidden_act == text.hidden_act == "quick_gelu"
+    assert len(CLIPTokenizer.from_pretrained(root)) == 49408
+    assert standins.is_standin(root / "config.json")

@@ -132,7 +132,7 @@ def build_model(name: str, device="cpu", network_dtype: torch.dtype = torch.floa
     if name == "sd-unet":
         from ..diffusers import load_unet
         from .published import SD_MODEL
-        from .standins import weights_label
+        from .labels import weights_label
 
         unet = load_unet(SD_MODEL, subfolder="unet", dtype=network_dtype, device=device)
         emb = torch.randn(1, 77, unet.config.cross_attention_dim, generator=gen).to(device=device, dtype=network_dtype)

@@ -12,7 +12,8 @@ __all__ = ["SD_MODEL", "CIFAR10_MODEL", "SD35_MEDIUM_MODEL", "FLUX_DEV_MODEL", "
            "SD_TEXT_ENCODER", "SD_TOKENIZER", "SD_SCHEDULER", "SD_FEATURE_EXTRACTOR", "SD_MODEL_INDEX",
            "SD_SAFETY_CHECKER", "CIFAR10_UNET", "CIFAR10_SCHEDULER", "CIFAR10_MODEL_INDEX", "WEIGHT_FORMATS",
            "SD35_MEDIUM_TRANSFORMER", "SD35_MEDIUM_SCHEDULER", "SD35_MEDIUM_VAE", "FLUX_DEV_TRANSFORMER",
-           "FLUX_DEV_SCHEDULER", "FLUX_DEV_VAE", "SOURCES", "REPOSITORIES"]
+           "FLUX_DEV_SCHEDULER", "FLUX_DEV_VAE", "CLIP_MODEL", "CLIP_CONFIG", "CLIP_PREPROCESSOR", "SOURCES",
+           "REPOSITORIES"]
 
 SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 CIFAR10_MODEL = "google/ddpm-cifar10-32"
@@ -81,10 +82,23 @@ SD_SAFETY_CHECKER = {
     "vision_config": {"hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16,
                       "num_hidden_layers": 24, "patch_size": 14, "image_size": 224},
 }
+# The CLIP that scores edits against their prompts (chapter 7's paper profile): ViT-L/14, whose vision tower is also
+# Stable Diffusion 1.5's safety checker and whose text tower is its text encoder.
+CLIP_MODEL = "openai/clip-vit-large-patch14"
+CLIP_CONFIG = {
+    "architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": 768, "logit_scale_init_value": 2.6592,
+    "initializer_factor": 1.0,
+    "text_config": {k: SD_TEXT_ENCODER[k] for k in ("hidden_size", "intermediate_size", "num_attention_heads",
+                                                    "num_hidden_layers", "max_position_embeddings", "vocab_size",
+                                                    "hidden_act", "projection_dim", "bos_token_id",
+                                                    "eos_token_id", "pad_token_id")},
+    "vision_config": {**SD_SAFETY_CHECKER["vision_config"], "hidden_act": "quick_gelu", "projection_dim": 768},
+}
+CLIP_PREPROCESSOR = {**SD_FEATURE_EXTRACTOR, "feature_extractor_type": "CLIPFeatureExtractor"}
 #: which weight files each repository holds: float32 safetensors with an fp16 variant (SD 1.5), or a float32
 #: pickle with the legacy attention key names (the CIFAR10 DDPM, published before diffusers renamed them)
 WEIGHT_FORMATS = {"stable-diffusion-v1-5/stable-diffusion-v1-5": "safetensors+fp16",
-                  "google/ddpm-cifar10-32": "legacy-bin"}
+                  "google/ddpm-cifar10-32": "legacy-bin", CLIP_MODEL: "safetensors"}
 CIFAR10_MODEL_INDEX = {"_class_name": "DDPMPipeline", "scheduler": ["diffusers", "DDPMScheduler"],
                        "unet": ["diffusers", "UNet2DModel"]}
 
@@ -135,6 +149,11 @@ SOURCES = {
                      "repository black-forest-labs/FLUX.1-dev (19 double and 38 single blocks, 3072 = 24 x 128 hidden, "
                      "rope axes 16/56/56, guidance embedding), cross-checked against Black Forest Labs' flux-dev "
                      "parameters as public re-implementations state them."),
+    CLIP_MODEL: ("config.json, preprocessor_config.json and tokenizer_config.json of the Hugging Face repository "
+                 "openai/clip-vit-large-patch14: a 12-layer, 768-wide text tower (the text encoder of Stable "
+                 "Diffusion 1.5) and a 24-layer, 1024-wide ViT-L/14 vision tower at 224 x 224 (its safety "
+                 "checker's), both projected to 768, quick-GELU; weights as float32 model.safetensors. The "
+                 "tokenizer is the stand-in one of Stable Diffusion 1.5 (published size, synthetic merges)."),
     "detector": ("call signature of NVlabs' TorchScript translation of TF-FID's Inception-v3 "
                  "(stylegan2-ada-pytorch metrics/inception-2015-12-05.pt; EDM's fid.py uses the same network "
                  "as a pickle): uint8 images (N, 3, H, W) in, (N, 2048) float32 features out with "
@@ -146,4 +165,6 @@ REPOSITORIES = {
                "tokenizer": SD_TOKENIZER, "scheduler": SD_SCHEDULER, "feature_extractor": SD_FEATURE_EXTRACTOR,
                "safety_checker": SD_SAFETY_CHECKER},
     CIFAR10_MODEL: {"model_index.json": CIFAR10_MODEL_INDEX, ".": CIFAR10_UNET, "scheduler": CIFAR10_SCHEDULER},
+    # a transformers repository: model, tokenizer and preprocessor side by side at the top level (keys from ".")
+    CLIP_MODEL: {".": CLIP_CONFIG, ".tokenizer": SD_TOKENIZER, ".preprocessor": CLIP_PREPROCESSOR},
 }

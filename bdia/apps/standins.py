@@ -10,7 +10,8 @@
   ``fp16`` variant beside each; a CLIP tokenizer with a vocabulary of the published size; the published
   scheduler, feature-extractor and pipeline configs) and the CIFAR10 DDPM (a pickled float32
   ``diffusion_pytorch_model.bin`` with the legacy attention key names ``query``/``key``/``value``/``proj_attn``,
-  which diffusers converts when it loads it, and the published scheduler config);
+  which diffusers converts when it loads it, and the published scheduler config), and the CLIP ViT-L/14 that
+  scores edits (model, tokenizer and preprocessor at the top level of its repository);
 * ``DIR/edm/edm-cifar10-32x32-cond-vp-standin.pkl``: a class-conditional network with the interface of NVlabs'
   EDM checkpoints (``label_dim``, ``sigma_min``, ``sigma_max``, ``forward(x, sigma, class_labels)``), for
   ``--edm-model``;
@@ -19,6 +20,8 @@
 * ``DIR/torch/hub/checkpoints/inception-2015-12-05.pt``: a TorchScript stand-in for the FID detector
   with the call signature of the real one (uint8 NCHW images in, 2048-d features out), found by
   :func:`bdia.apps.fid.load_detector` with ``TORCH_HOME=DIR/torch``;
+* ``DIR/torch/hub/checkpoints/vgg16-397923af.pth`` and ``vgg.pth``: random VGG-16 features and LPIPS heads under
+  the names ``torch.hub`` caches the published files as, found by :meth:`bdia.apps.lpips.LPIPS.from_hub`;
 * ``DIR/reference``: a folder of stand-in reference images (``--reference DIR/reference``).
 
 Every model folder carries a marker file (:data:`MARKER`) and the detector an extra file of the same
@@ -38,17 +41,16 @@ from pathlib import Path
 
 import torch
 
+from .labels import MARKER, STANDIN_LABEL, TRAINED_LABEL, is_standin, weights_label
 from .published import CIFAR10_MODEL, DETECTOR_FILE, REPOSITORIES, SD_TEXT_ENCODER, SOURCES, WEIGHT_FORMATS
 
 __all__ = ["MARKER", "STANDIN_LABEL", "TRAINED_LABEL", "write_standins", "write_detector", "write_reference",
-           "write_edm_standin", "write_local_pipelines", "EDMStandIn", "EDM_FILE", "weights_label", "is_standin",
+           "write_edm_standin", "write_local_pipelines",
+           "write_lpips_standins", "EDMStandIn", "EDM_FILE", "weights_label", "is_standin",
            "definition_hash", "environment"]
 
-MARKER = "bdia-standin.json"
-STANDIN_LABEL = "stand-in (random)"
-TRAINED_LABEL = "trained"
 
-_VERSION = 2  # bump when the way stand-ins are built changes
+_VERSION = 3  # bump when the way stand-ins are built changes
 
 
 def definition_hash() -> str:
@@ -70,28 +72,6 @@ def _marker(what: str, repo: str | None = None) -> dict:
     return {"bdia": "stand-in weights: the published architecture with seeded random weights; every image and "
                     "score computed from them is meaningless", "what": what, "repository": repo,
             "sources": SOURCES.get(repo or "detector"), "definition": definition_hash()}
-
-
-def is_standin(path) -> bool:
-    """Whether a model folder (or a file inside one) was written by :func:`write_standins`."""
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    return (folder / MARKER).is_file() or (folder.parent / MARKER).is_file()  # a component or its repository
-
-
-def weights_label(model_id) -> str:
-    """``"stand-in (random)"`` when ``model_id`` (a folder or a hub id resolved in the local cache) is a stand-in,
-    else ``"trained"`` (the published weights of a hub model, or a trained local model)."""
-    path = Path(str(model_id)).expanduser()
-    if path.exists():
-        return STANDIN_LABEL if is_standin(path) else TRAINED_LABEL
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(str(model_id), MARKER)
-    except Exception:  # noqa: BLE001 - an id that is not a repository id has no cached marker
-        cached = None
-    return STANDIN_LABEL if isinstance(cached, str) else TRAINED_LABEL
 
 
 # -- writing ------------------------------------------------------------------------------------------
@@ -144,8 +124,8 @@ _LEGACY_ATTENTION = {".to_q.": ".query.", ".to_k.": ".key.", ".to_v.": ".value."
 
 
 def _save_model(model, folder: Path, seed: int, weight_format: str) -> None:
-    """The weights as the repository holds them: float32 safetensors with an fp16 variant, or (``legacy-bin``) a
-    float32 pickle with the legacy attention key names."""
+    """The weights as the repository holds them: float32 safetensors with an fp16 variant (``safetensors+fp16``) or
+    without (``safetensors``), or (``legacy-bin``) a float32 pickle with the legacy attention key names."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -161,6 +141,8 @@ def _save_model(model, folder: Path, seed: int, weight_format: str) -> None:
         return
     metadata = {"format": "pt", "bdia": f"stand-in, seed {seed}"}
     save_file(state, str(folder / f"{stem}.safetensors"), metadata=metadata)
+    if weight_format == "safetensors":
+        return
     save_file({k: v.to(torch.float16) for k, v in state.items()}, str(folder / f"{stem}.fp16.safetensors"),
               metadata=metadata)
 
@@ -188,6 +170,14 @@ def _write_component(folder: Path, key: str, config: dict, seed: int, weights: b
         text_config.save_pretrained(folder)
         if weights:
             _save_model(CLIPTextModel(text_config), folder, seed, weight_format)
+    elif config.get("architectures") == ["CLIPModel"]:
+        from transformers import CLIPConfig, CLIPModel
+
+        clip = CLIPConfig(text_config=config["text_config"], vision_config=config["vision_config"],
+                          **{k: v for k, v in config.items() if k not in ("text_config", "vision_config")})
+        clip.save_pretrained(folder)
+        if weights:
+            _save_model(CLIPModel(clip), folder, seed, weight_format)
     elif config.get("architectures") == ["StableDiffusionSafetyChecker"]:
         from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
         from transformers import CLIPConfig
@@ -220,7 +210,8 @@ def _write_repository(out: Path, repo: str, components: dict, seed: int, progres
         elif key == "scheduler" and repo == CIFAR10_MODEL:  # the DDPM repository keeps it at the top level
             (snapshot / "scheduler_config.json").write_text(json.dumps(config, indent=2))
         else:
-            _write_component(snapshot / key, key, config, seed + offset, weights, WEIGHT_FORMATS[repo])
+            folder = snapshot if key.startswith(".") else snapshot / key  # "." and ".name": the top level
+            _write_component(folder, key, config, seed + offset, weights, WEIGHT_FORMATS[repo])
     (snapshot / MARKER).write_text(json.dumps(_marker("repository", repo), indent=2))
     (root / "refs").mkdir(parents=True, exist_ok=True)
     (root / "refs" / "main").write_text(commit)
@@ -281,6 +272,26 @@ class EDMStandIn(torch.nn.Module):
 
 #: the EDM stand-in's file, under ``DIR/edm``
 EDM_FILE = "edm-cifar10-32x32-cond-vp-standin.pkl"
+
+
+def write_lpips_standins(folder: Path, seed: int) -> dict:
+    """Random VGG-16 features (torchvision's key layout, without its classifier, which LPIPS does not use) and LPIPS
+    heads under the file names ``torch.hub`` caches the published ones as, with the stand-in marker beside them."""
+    from .lpips import LPIPS, LPIPS_VGG_URL, VGG16_URL
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    lpips = LPIPS()
+    states = {VGG16_URL: {f"features.{k}": v for k, v in lpips.features.state_dict().items()},
+              LPIPS_VGG_URL: {f"lin{k}.model.1.weight": head.detach().clone() for k, head in enumerate(lpips.heads)}}
+    paths = {}
+    for url, state in states.items():
+        path = folder / url.rsplit("/", 1)[1]
+        torch.save(state, path.with_suffix(".tmp"))
+        os.replace(path.with_suffix(".tmp"), path)
+        paths[url] = str(path.resolve())
+    (folder / MARKER).write_text(json.dumps(_marker("VGG-16 features and LPIPS heads"), indent=2))
+    return paths
 
 
 def write_edm_standin(folder: Path, seed: int) -> Path:
@@ -351,8 +362,9 @@ def write_standins(out, seed: int = 0, progress: bool = True, repositories=None,
     for offset, (repo, components) in enumerate(REPOSITORIES.items()):
         _write_repository(out, repo, components, seed + 100 * offset, lambda what: say(f"writing {what}", flush=True),
                           True)
-    say("writing the stand-in FID detector, reference images and EDM network", flush=True)
+    say("writing the stand-in FID detector, LPIPS networks, reference images and EDM network", flush=True)
     write_detector(out / "torch" / "hub" / "checkpoints", seed)
+    write_lpips_standins(out / "torch" / "hub" / "checkpoints", seed)
     write_reference(out / "reference", seed)
     write_edm_standin(out / "edm", seed)
     write_local_pipelines(out / "local", seed)

@@ -34,7 +34,7 @@ from .models import (StableDiffusionEpsModel, StableDiffusionXLEpsModel, UNetEps
                      classifier_free_guidance, guidance_of, schedule_from_scheduler)
 from .pipeline import BDIAEditPipeline, BDIAEditXLPipeline
 from .scheduler import BDIAInverseScheduler, BDIAScheduler
-from .tiny import tiny_flux, tiny_stable_diffusion, tiny_stable_diffusion_3, tiny_stable_diffusion_xl
+from .tiny import tiny_clip, tiny_flux, tiny_stable_diffusion, tiny_stable_diffusion_3, tiny_stable_diffusion_xl
 
 __all__ = [
     "load_unet",
@@ -64,6 +64,7 @@ __all__ = [
     "FluxVelocityModel",
     "tiny_stable_diffusion_3",
     "tiny_flux",
+    "tiny_clip",
     "BDIAEditXLPipeline",
     "StableDiffusionXLEpsModel",
     "tiny_stable_diffusion_xl",

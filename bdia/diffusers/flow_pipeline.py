@@ -169,25 +169,26 @@ class BDIAFlowEditPipeline:
             init = initial_noise(shape, latents, generator, self.pipe.device, latent_dtype or torch.float32)
             prompt, total = prompts, num_inference_steps
         batch, branches = init.shape[0], 1
-        model = CountingModel(self.velocity_model(prompt, guidance_scale, negative_prompt or "", batch,
-                                                  max_sequence_length))
-        if inversion is not None:
-            check_edit(inversion, fingerprint(*model.model.embeddings), guidance_scale, prompt, control)
-        elif control is not None:
+        if control is not None and inversion is None:
             raise InvalidValueError("a control edits an inversion beside its source: pass inversion=state")
-        beside = inversion is not None and get_method(method).edits_beside_source
-        if control is not None or beside:
+        prompts, guidance = prompt, guidance_scale
+        if control is not None or (inversion is not None and get_method(method).edits_beside_source):
             # the source branch first, under the inversion's prompt and guidance; the edit after it
             cond = inversion.conditioning
             source = expand_prompts(cond.get("prompt", ""), batch)
-            if control is not None:
-                control = control.with_prompts(self.pipe.tokenizer, source, expand_prompts(prompt, batch))
+            prompts = source + expand_prompts(prompt, batch)
             guidance = [cond.get("guidance_scale", guidance_scale)] * batch + [guidance_scale] * batch
-            model = CountingModel(self.velocity_model(source + expand_prompts(prompt, batch), guidance,
-                                                      negative_prompt or "", 2 * batch, max_sequence_length))
             branches = 2
-            if control is None:  # FlowEdit edits beside its source branch without a control: tile it here
-                init = init.tile(2)
+        model = CountingModel(self.velocity_model(prompts, guidance, negative_prompt or "", branches * batch,
+                                                  max_sequence_length))
+        if inversion is not None:  # the edit's own conditioning: the target half of a two-branch batch
+            target = [emb if emb is None or emb.shape[0] != branches * batch else emb[-batch:]
+                      for emb in model.model.embeddings]
+            check_edit(inversion, fingerprint(*target), guidance_scale, prompt, control)
+        if control is not None:
+            control = control.with_prompts(self.pipe.tokenizer, source, expand_prompts(prompt, batch))
+        elif branches == 2:  # FlowEdit edits beside its source branch without a control: tile it here
+            init = init.tile(2)
         schedule = self.schedule(init.shape)
         bar, callback = step_callback(self.pipe, total)
         with bar:

@@ -1,5 +1,5 @@
 """Miniature pipelines, built in code and randomly initialised (seeded): Stable Diffusion, Stable Diffusion 3
-and FLUX.
+and FLUX; and a miniature CLIP to score their images with.
 
 Every component has the class of the real one (``UNet2DConditionModel`` or the SD3 / FLUX transformer,
 ``AutoencoderKL``, CLIP and T5 text encoders with tokenizers over a small local vocabulary, the real
@@ -19,7 +19,7 @@ import torch
 from ..schedules import STABLE_DIFFUSION_CONFIG
 from .loading import cast_pipeline
 
-__all__ = ["tiny_stable_diffusion", "tiny_stable_diffusion_xl", "tiny_stable_diffusion_3", "tiny_flux"]
+__all__ = ["tiny_stable_diffusion", "tiny_stable_diffusion_xl", "tiny_stable_diffusion_3", "tiny_flux", "tiny_clip"]
 
 
 def _tokenizer(folder: Path):
@@ -209,3 +209,19 @@ def tiny_stable_diffusion(seed: int = 0, prediction_type: str = "epsilon", dtype
     vae.register_to_config(scaling_factor=1.0 / std)
     pipe.to(device)
     return cast_pipeline(pipe, dtype)
+
+
+def tiny_clip(seed: int = 0, image_size: int = 32):
+    """A miniature CLIP (``CLIPModel``: the real class, seeded random weights) and the miniature pipelines'
+    character tokenizer, for scoring images against prompts where the published CLIP cannot be downloaded. Its
+    scores are meaningless by design. Returns ``(model, tokenizer)``."""
+    from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
+
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = _tokenizer(Path(tmp))
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                              image_size=image_size, patch_size=8, projection_dim=16)
+    config = CLIPConfig(text_config=_clip_text_config(tokenizer, 16).to_dict(), vision_config=vision.to_dict(),
+                        projection_dim=16)
+    return CLIPModel(config).eval(), tokenizer

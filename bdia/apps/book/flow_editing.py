@@ -7,7 +7,7 @@ from __future__ import annotations
 from . import join_names
 from .wording import short_name
 
-__all__ = ["EDIT_BASELINES", "EDIT_RIVALS", "flow_edit_verdict", "flow_edit_costs"]
+__all__ = ["EDIT_BASELINES", "EDIT_RIVALS", "flow_name", "flow_edit_verdict", "flow_edit_costs"]
 
 #: the methods a flow's editing frontier sets beside BDIA's curve: Euler inversion (DDIM's step on a flow),
 #: RF-Inversion, FlowEdit, RF-Solver's midpoint rule, FireFlow, EDICT and O-BELM
@@ -16,7 +16,8 @@ EDIT_BASELINES = ("ddim", "rf-inversion", "flowedit", "midpoint", "fireflow", "e
 EDIT_RIVALS = ("ddim", "rf-inversion", "flowedit")
 
 
-def _flow_name(label: str) -> str:
+def flow_name(label: str) -> str:
+    """How a sentence names a flow method: DDIM's step on a flow is Euler inversion."""
     return "Euler inversion" if label == "ddim" else short_name(label)
 
 
@@ -31,7 +32,7 @@ def _grouped(on) -> list[str]:
         if curve:
             names.append(name + join_names(auto.get(label, f"{on.loc[label, key]:g}") for label in curve))
             rest = [label for label in rest if label not in curve]
-    return names + [_flow_name(label) for label in rest]
+    return names + [flow_name(label) for label in rest]
 
 
 def flow_edit_verdict(front, baselines) -> str:
@@ -60,10 +61,10 @@ def flow_edit_verdict(front, baselines) -> str:
                     "the time at "
                     f"a distance of {best['feature distance']:.1f} from its source")
             if rows:
-                text += ", against " + join_names(f"{_flow_name(label)}'s {row['edit success']:.0%} at "
+                text += ", against " + join_names(f"{flow_name(label)}'s {row['edit success']:.0%} at "
                                                   f"{row['feature distance']:.1f}" for label, row in rows.items())
-                won = [_flow_name(label) for label, row in rows.items() if frontier.beats(best, row)]
-                lost = [_flow_name(label) for label, row in rows.items() if not frontier.beats(best, row)]
+                won = [flow_name(label) for label, row in rows.items() if frontier.beats(best, row)]
+                lost = [flow_name(label) for label, row in rows.items() if not frontier.beats(best, row)]
                 if won:
                     text += f"; it beats {join_names(won)} on both axes"
                     text += f" but not {join_names(lost)}" if lost else ""

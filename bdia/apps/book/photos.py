@@ -15,7 +15,7 @@ from .editing import control_name, mean_psnr
 from .wording import EDIT_SPECS, cap, name_methods, plural, short_name
 
 __all__ = ["PHOTOS", "CONTROL_SPECS", "load_photos", "photo_round_trips", "photo_summary", "photo_verdict", "photo_controlled_edits",
-           "controlled_photo_verdict", "pipeline_weights", "as_shown", "plot_photos"]
+           "controlled_photo_verdict", "pipeline_weights", "as_shown", "plot_photos", "as_uint8"]
 
 #: real photos that ship with scikit-image and scikit-learn, with a source and a target prompt each
 PHOTOS = {
@@ -44,7 +44,8 @@ def load_photos(names=tuple(PHOTOS)) -> dict:
     return {n: (getattr(skdata, n)() if PHOTOS[n][0] == "skimage" else sample_images[n]) for n in names}
 
 
-def _uint8(images) -> np.ndarray:
+def as_uint8(images) -> np.ndarray:
+    """Decoded images (PIL images or arrays) as one ``N x H x W x 3`` uint8 array."""
     return np.stack([np.asarray(image) for image in images])
 
 
@@ -64,7 +65,7 @@ def photo_round_trips(edit, photos: dict, guidances, specs=EDIT_SPECS, num_steps
     prompts = [PHOTOS[n][1] for n in names]
     targets = [PHOTOS[n][2] for n in names]
     latent = torch.cat([encode_image(edit, photos[n], dtype=latent_dtype, size=size) for n in names])
-    reference = _uint8(edit.decode(latent))
+    reference = as_uint8(edit.decode(latent))
     rows, shown = [], {}
     for guidance in guidances:
         for text in specs:
@@ -76,7 +77,7 @@ def photo_round_trips(edit, photos: dict, guidances, specs=EDIT_SPECS, num_steps
             rec = edit(inversion=state, output_type="latent").images
             seconds = time.perf_counter() - start
             calls += edit.num_network_calls
-            decoded = _uint8(edit.decode(rec))
+            decoded = as_uint8(edit.decode(rec))
             psnr = mean_psnr(torch.from_numpy(decoded.astype(np.float64)), torch.from_numpy(reference.astype(np.float64)),
                          255.0)
             ssim = float(np.mean([structural_similarity(a, b, channel_axis=-1, data_range=255)
@@ -108,12 +109,12 @@ def photo_controlled_edits(edit, photos: dict, control, specs, guidance: float, 
         scores = {}
         for name, photo in photos.items():  # a control maps one prompt onto one other: a photo a run
             latent = encode_image(edit, photo, dtype=latent_dtype, size=size)
-            reference = torch.from_numpy(_uint8(edit.decode(latent)).astype(np.float64))
+            reference = torch.from_numpy(as_uint8(edit.decode(latent)).astype(np.float64))
             state = edit.invert(latent, PHOTOS[name][1], num_steps, strength=strength, guidance_scale=guidance,
                                 method=spec.method, latent_dtype=latent_dtype, **spec.options)
             for applied in ((None, control) if get_method(spec.method).edits_alone else (control,)):
                 edited = edit(PHOTOS[name][2], inversion=state, output_type="latent", control=applied).images
-                decoded = _uint8(edit.decode(edited))
+                decoded = as_uint8(edit.decode(edited))
                 label = "none" if applied is None else control_name(applied)
                 psnr = mean_psnr(torch.from_numpy(decoded.astype(np.float64)), reference, 255.0)
                 scores.setdefault(label, []).append((psnr, edit.num_network_calls))
@@ -181,7 +182,7 @@ def pipeline_weights(profile: str, model_id: str) -> str:
     """What the Stable Diffusion section's weights are: the published ones, stand-ins, or the miniature pipeline's."""
     if profile != "paper":
         return "random (miniature pipeline)"
-    from ..standins import weights_label
+    from ..labels import weights_label
 
     return weights_label(model_id)
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ...errors import InvalidValueError, MissingFileError, MissingPackageError, ModelNotAvailableError
-from .. import standins
+from .. import labels
 from ..files import sha256_file
 from .features import Detector, image_stats
 
@@ -64,7 +64,7 @@ def reference_stats(reference, detector: Detector, cache_dir=None, device="cpu")
             raise InvalidValueError(f"the reference folder {path} holds {len(files)} images; need at least 2")
         listing = hashlib.sha256("".join(f"{f.name}:{f.stat().st_size}:{sha256_file(f)}" for f in files).encode())
         key = f"folder-{listing.hexdigest()[:16]}-{detector.sha256[:12]}.npz"
-        weights = standins.STANDIN_LABEL if standins.is_standin(path) else standins.TRAINED_LABEL
+        weights = labels.STANDIN_LABEL if labels.is_standin(path) else labels.TRAINED_LABEL
         description = {"reference": str(path.resolve()), "kind": "image folder", "images": len(files),
                        "sha256": listing.hexdigest(), "weights": weights}
         return _cached(cache / key, lambda: image_stats(detector, _image_folder_batches(path, files), device)), description

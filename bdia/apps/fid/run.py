@@ -31,7 +31,7 @@ from ...methods import MethodSpec, parse_methods
 from ...models import CountingModel, eps_model_from_denoiser
 from ...samplers import sample
 from ...schedules import EDMSchedule, VPSchedule
-from .. import standins
+from .. import labels
 from ..files import check_writable, code_digest, sha256_file
 from .features import FeatureStats, digit_detector, image_stats, load_detector, to_uint8
 from .profiles import PROFILES
@@ -143,7 +143,7 @@ def model_identity(model_id: str) -> dict:
                                "pins the model it samples by the content of its weights")
     digest = hashlib.sha256("".join(f"{f.relative_to(folder)}:{sha256_file(f)}" for f in files).encode()).hexdigest()
     return {"name": Path(model_id).name if Path(model_id).is_dir() else model_id, "sha256": digest,
-            "weights": standins.weights_label(model_id)}
+            "weights": labels.weights_label(model_id)}
 
 
 def fingerprint(cfg: FIDConfig, model_id: str) -> dict:
@@ -153,7 +153,7 @@ def fingerprint(cfg: FIDConfig, model_id: str) -> dict:
     if cfg.edm_model:
         edm_path = Path(cfg.edm_model)
         edm = {"name": edm_path.name, "sha256": sha256_file(edm_path) if edm_path.is_file() else None,
-               "weights": standins.weights_label(edm_path)}
+               "weights": labels.weights_label(edm_path)}
     return {"code": code_digest(), "model": model_identity(model_id), "edm_model": edm, "seed": cfg.seed,
             "batch_size": cfg.batch_size, "num_samples": cfg.num_samples, "profile": cfg.profile,
             "follow_clipping": cfg.follow_clipping}
@@ -236,17 +236,17 @@ class FIDSetup:
         unet = load_unet(self.model_id, device=cfg.device)
         config = load_scheduler_config(self.model_id) if profile.schedule_from_model else None
         self.schedule = VPSchedule.from_diffusers_config(config) if config else VPSchedule.ddpm()
-        labels = None
+        class_labels = None
         if profile.null_label:  # every sample with the null label: unconditional, like the CIFAR10 DDPM's
             from ..digits import NULL_CLASS
 
-            labels = torch.tensor([NULL_CLASS], device=cfg.device)
+            class_labels = torch.tensor([NULL_CLASS], device=cfg.device)
         # the DDIM family limits x0 only on request (follow_clipping); the EDM family integrates eps and never does
-        self.eps_model = UNetEpsModel(unet, class_labels=labels, scheduler_config=config,
+        self.eps_model = UNetEpsModel(unet, class_labels=class_labels, scheduler_config=config,
                                       follow_clipping=cfg.follow_clipping)
-        self.unclipped = UNetEpsModel(unet, class_labels=labels, scheduler_config=config, follow_clipping=False)
+        self.unclipped = UNetEpsModel(unet, class_labels=class_labels, scheduler_config=config, follow_clipping=False)
         self.clipping = self.eps_model.prediction.limits_x0
-        self.weights = standins.weights_label(self.model_id)
+        self.weights = labels.weights_label(self.model_id)
         self.shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
         self.edm = load_edm_network(cfg.edm_model, device=cfg.device) if cfg.edm_model else None
         if self.edm is not None and self.edm.shape != self.shape:
@@ -358,7 +358,7 @@ def score_shards(cfg: FIDConfig, setup: FIDSetup, reference: dict, reference_des
                 raise ShardError(f"the shards of {spec} at {calls} calls used different numbers of network calls "
                                  f"{sorted(used_calls)}")
             edm = setup.edm is not None and spec.record.family == "edm"
-            weights = standins.weights_label(cfg.edm_model) if edm else setup.weights
+            weights = labels.weights_label(cfg.edm_model) if edm else setup.weights
             clipped = setup.clipping and spec.record.family != "edm"
             rows.append({"profile": cfg.profile, "method": str(spec), "label": spec.label, "budget": calls,
                          "steps": spec.record.steps_for_budget(calls), "calls": used_calls.pop(),
